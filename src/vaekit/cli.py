@@ -1,0 +1,291 @@
+"""The ``vaekit`` command: parse arguments, build a config, make one library call.
+
+User errors (:class:`~vaekit.errors.VaekitError`) print one line and exit with status 2;
+anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+
+from .errors import ConfigError, VaekitError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that suggest the closest valid option."""
+
+    def error(self, message: str):  # type: ignore[override]
+        if message.startswith("unrecognized arguments"):
+            unknown = message.split(":", 1)[1].split()
+            options = [o for a in self._actions for o in a.option_strings]
+            hints = []
+            for opt in unknown:
+                close = difflib.get_close_matches(opt.split("=")[0], options, n=1)
+                if close:
+                    hints.append(f"did you mean {close[0]}?")
+            message += "; " + (" ".join(hints) if hints else f"see `{self.prog} --help`")
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _csv_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    return values
+
+
+# (flag, config section, config key, argparse kwargs) for every training option
+TRAIN_OPTIONS = [
+    ("--data", "data", "name", dict(help="digits (default, embedded), mnist, fashion-mnist, "
+                                         "binarized-mnist, or a path to .npy/.npz/.csv/image folder")),
+    ("--data-dir", "data", "data_dir", dict(help="directory holding the data set's files")),
+    ("--binarize", "data", "binarize", dict(choices=["auto", "dynamic", "static", "none"])),
+    ("--val-fraction", "data", "val_fraction", dict(type=float)),
+    ("--no-download", "data", "download", dict(action="store_const", const=False)),
+    ("--arch", "model", "arch", dict(choices=["mlp", "conv"])),
+    ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),
+    ("--latent-dim", "model", "latent_dim", dict(type=int)),
+    ("--activation", "model", "activation", dict()),
+    ("--likelihood", "model", "likelihood",
+     dict(choices=["auto", "bernoulli", "gaussian", "continuous-bernoulli"])),
+    ("--gaussian-scale", "model", "gaussian_scale",
+     dict(choices=["fixed", "learned-global", "learned-per-dim"])),
+    ("--gaussian-init-scale", "model", "gaussian_init_scale", dict(type=float)),
+    ("--gaussian-min-scale", "model", "gaussian_min_scale", dict(type=float)),
+    ("--prior", "model", "prior", dict()),
+    ("--posterior", "model", "posterior", dict()),
+    ("--epochs", "train", "epochs", dict(type=int)),
+    ("--batch-size", "train", "batch_size", dict(type=int)),
+    ("--lr", "train", "lr", dict(type=float)),
+    ("--beta", "train", "beta", dict(type=float, help="KL weight in the loss (ELBO reported as is)")),
+    ("--kl-warmup", "train", "kl_warmup_epochs", dict(type=float, help="epochs of linear KL warm-up")),
+    ("--free-bits", "train", "free_bits", dict(type=float, help="nats per latent dimension")),
+    ("--objective", "train", "objective", dict(choices=["elbo", "iwae"])),
+    ("--num-samples", "train", "num_samples", dict(type=int)),
+    ("--seed", "train", "seed", dict(type=int)),
+    ("--device", "train", "device", dict()),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaekit", allow_abbrev=False,
+                     description="Train, sample, evaluate and explore Variational Autoencoders.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", allow_abbrev=False, help="train a VAE (default: embedded digits)")
+    for flag, _section, key, kwargs in TRAIN_OPTIONS:
+        p.add_argument(flag, dest=f"cfg_{key}", default=argparse.SUPPRESS, **kwargs)
+    p.add_argument("--config", help="TOML or JSON config file (options given here override it)")
+    p.add_argument("--out", help="run directory (default: runs/<data>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", allow_abbrev=False, help="decode samples from the prior")
+    p.add_argument("run_dir")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--out", required=True, help=".png grid or .npy array")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
+
+    for name, help_text in [("reconstruct", "inputs and their reconstructions"),
+                            ("encode", "posterior means (or samples) of a data split"),
+                            ("evaluate", "ELBO and its terms on a data split")]:
+        p = sub.add_parser(name, allow_abbrev=False, help=help_text)
+        p.add_argument("run_dir")
+        p.add_argument("--data", help="data set or path (default: the run's)")
+        p.add_argument("--data-dir")
+        p.add_argument("--split", choices=["train", "val", "test"], default="test")
+        if name == "evaluate":
+            p.add_argument("--json", action="store_true", help="print one JSON object")
+            p.add_argument("--batch-size", type=int, default=1000)
+        else:
+            p.add_argument("--out", required=True)
+            p.add_argument("--num", type=int, default=None, help="at most this many examples")
+        if name == "encode":
+            p.add_argument("--samples", type=int, default=0,
+                           help="also draw this many z ~ q(z|x) per example (saved as .npz)")
+
+    p = sub.add_parser("interpolate", allow_abbrev=False, help="decode paths between encodings")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help=".png grid or .npy array")
+    p.add_argument("--method", choices=["linear", "spherical"], default="spherical")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--data")
+    p.add_argument("--data-dir")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for _flag, section, key, _kwargs in TRAIN_OPTIONS:
+        if hasattr(args, f"cfg_{key}"):
+            out.setdefault(section, {})[key] = getattr(args, f"cfg_{key}")
+    return out
+
+
+def cmd_train(args) -> int:
+    from .config import RunConfig, load_config_file, merge
+    from .training import train
+
+    base = load_config_file(args.config) if args.config else RunConfig()
+    config = merge(base, _overrides(args))
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _save_array_or_grid(x, out: str, nrow: int | None = None) -> None:
+    import numpy as np
+
+    from .checkpoint import atomic_write_bytes
+    from .images import save_grid
+
+    path = Path(out)
+    if path.suffix == ".png":
+        if x.dim() != 4:
+            raise ConfigError("a .png output needs image data; use an .npy output for tables")
+        save_grid(x, path, nrow=nrow)
+    elif path.suffix == ".npy":
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, x.detach().cpu().numpy())
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        raise ConfigError(f"--out {out}: use a .png (image grid) or .npy (array) file")
+    print(f"wrote {path}")
+
+
+def _check_count(num: int | None) -> None:
+    if num is not None and num <= 0:
+        raise ConfigError("--num must be a positive number of examples")
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from .runs import load
+
+    _check_count(args.num)
+    model = load(args.run_dir)
+    x = model.sample(args.num, use_mean=not args.draw,
+                     generator=torch.Generator().manual_seed(args.seed))
+    _save_array_or_grid(x, args.out, nrow=min(args.num, 8) if args.num <= 64 else None)
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from .runs import load, reconstruction_grid, run_data
+
+    _check_count(args.num)
+    model = load(args.run_dir)
+    x, _ = run_data(model, args.data, args.data_dir, args.split)
+    x = x[: args.num or 32]
+    if Path(args.out).suffix == ".png":
+        per_row = min(8, len(x))
+        _save_array_or_grid(reconstruction_grid(model, x, rows=len(x) // per_row, per_row=per_row),
+                            args.out, nrow=per_row)
+    else:
+        _save_array_or_grid(model.reconstruct(x), args.out)
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import io
+
+    import numpy as np
+    import torch
+
+    from .checkpoint import atomic_write_bytes
+    from .model import posterior_mean
+    from .runs import load, run_data
+
+    _check_count(args.num)
+    model = load(args.run_dir)
+    x, labels = run_data(model, args.data, args.data_dir, args.split)
+    if args.num:
+        x, labels = x[: args.num], (labels[: args.num] if labels is not None else None)
+    means, draws = [], []
+    with torch.no_grad():
+        for start in range(0, len(x), 1000):
+            q_z = model.encode(x[start : start + 1000])
+            means.append(posterior_mean(q_z))
+            if args.samples:
+                draws.append(q_z.sample((args.samples,)).transpose(0, 1))
+    z = torch.cat(means).numpy()
+    buffer = io.BytesIO()
+    if args.samples:
+        arrays = {"mean": z, "samples": torch.cat(draws).numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        np.savez(buffer, **arrays)
+    else:
+        np.save(buffer, z)
+    atomic_write_bytes(args.out, buffer.getvalue())
+    print(f"wrote {args.out} ({len(z)} x {z.shape[1]} posterior means"
+          + (f", {args.samples} samples each" if args.samples else "") + ")")
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from .latents import INTERPOLATIONS
+    from .runs import interpolation_grid, load, run_data
+
+    if args.steps < 2 or args.pairs < 1:
+        raise ConfigError("--steps must be at least 2 and --pairs at least 1")
+    model = load(args.run_dir)
+    x, _ = run_data(model, args.data, args.data_dir, "test")
+    if len(x) < 2 * args.pairs:
+        raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples, have {len(x)}")
+    grid = interpolation_grid(model, x, args.pairs, args.steps, INTERPOLATIONS[args.method])
+    _save_array_or_grid(grid, args.out, nrow=args.steps)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_elbo
+    from .runs import load, run_data
+
+    model = load(args.run_dir)
+    x, _ = run_data(model, args.data, args.data_dir, args.split)
+    result = {"split": args.split, **evaluate_elbo(model, x, batch_size=args.batch_size)}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
+              f"{result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
+              f"({result['num_examples']} examples)")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "encode": cmd_encode,
+    "interpolate": cmd_interpolate,
+    "evaluate": cmd_evaluate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv or ["train"])
+        if args.command is None:
+            parser.print_help()
+            return 0
+        return COMMANDS[args.command](args)
+    except VaekitError as err:
+        print(f"vaekit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,188 @@
+"""Typed, validated run configuration.
+
+A run is described by :class:`RunConfig` (``data``, ``model``, ``train`` sections). Configs are
+strict pydantic models: unknown keys and wrong types are rejected with a message naming the key,
+and they round-trip through JSON/TOML. Fields left as ``None``/``"auto"`` are filled by
+:func:`resolve` from the data set (the resolved config is what a run directory stores)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+class DataConfig(_Strict):
+    name: str = "digits"  # a registered data set (digits, mnist, ...) or a path to user data
+    data_dir: str | None = None  # where the data set's files are (else a cache directory)
+    binarize: Literal["auto", "dynamic", "static", "none"] = "auto"  # auto: dynamic for grey under Bernoulli
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)  # held out from the training split
+    split_seed: int = 0  # seed of the train/validation split and of the fixed binarization
+    download: bool = True  # download registered data sets when their files are missing
+
+
+class ModelConfig(_Strict):
+    arch: Literal["mlp", "conv"] = "mlp"  # network family of encoder and decoder
+    hidden: tuple[int, ...] | None = None  # MLP hidden sizes (None: the data set's default)
+    latent_dim: int | None = Field(None, gt=0)  # dimension of z (None: the data set's default)
+    activation: Literal["relu", "elu", "gelu", "tanh", "silu"] = "relu"
+    conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
+    conv_hidden: int = Field(256, gt=0)  # width of the dense layer after the convolutions
+    likelihood: Literal["auto", "bernoulli", "gaussian", "continuous-bernoulli"] = "auto"
+    gaussian_scale: Literal["fixed", "learned-global", "learned-per-dim"] = "learned-global"
+    gaussian_init_scale: float = Field(1.0, gt=0)  # initial (or fixed) Gaussian sigma
+    gaussian_min_scale: float = Field(1e-3, gt=0)  # floor of a learned Gaussian sigma
+    prior: str = "normal"  # registered prior
+    posterior: str = "gaussian"  # registered posterior
+
+    @field_validator("prior")
+    @classmethod
+    def _known_prior(cls, name: str) -> str:
+        from .priors import PRIORS
+
+        return _registered(name, PRIORS, "prior")
+
+    @field_validator("posterior")
+    @classmethod
+    def _known_posterior(cls, name: str) -> str:
+        from .posteriors import POSTERIORS
+
+        return _registered(name, POSTERIORS, "posterior")
+
+
+def _registered(name: str, registry: dict, what: str) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {what} '{name}' (valid: {', '.join(registry)})")
+    return name
+
+
+class TrainConfig(_Strict):
+    epochs: int | None = Field(None, gt=0)  # None: the data set's default
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)  # Adam learning rate
+    beta: float = Field(1.0, ge=0)  # weight of the KL term in the loss (reported ELBO stays true)
+    kl_warmup_epochs: float = Field(0.0, ge=0)  # beta rises linearly from 0 over this many epochs
+    free_bits: float = Field(0.0, ge=0)  # minimum KL per latent dimension in nats (0: off)
+    objective: Literal["elbo", "iwae"] = "elbo"
+    num_samples: int = Field(1, gt=0)  # Monte Carlo samples of z per example in the objective
+    seed: int = 0  # seeds initialisation, shuffling and dynamic binarization
+    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
+    eval_batch_size: int = Field(1000, gt=0)
+
+
+class RunConfig(_Strict):
+    version: int = CONFIG_VERSION
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# Defaults that depend on the data set: small images want a small model and many epochs.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"hidden": (256,), "latent_dim": 8, "epochs": 200},
+    "mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
+    "fashion-mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
+    "binarized-mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
+}
+USER_DATA_DEFAULTS: dict[str, Any] = {"hidden": (256, 256), "latent_dim": 10, "epochs": 50}
+
+
+def _format_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            parent = _section_fields(e["loc"][:-1])
+            valid = ", ".join(parent) if parent else ""
+            parts.append(f"unknown key '{key}'" + (f" (valid keys: {valid})" if valid else ""))
+        else:
+            parts.append(f"{key}: {e['msg']}")
+    return "invalid config: " + "; ".join(parts)
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type)
+                                 and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Validates a nested dict into a :class:`RunConfig`; raises ConfigError naming the key."""
+    if not isinstance(values, dict):
+        raise ConfigError("invalid config: expected a table/object at the top level")
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """Reads a TOML (``.toml``) or JSON (``.json``) config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            values = tomllib.loads(text)
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: unsupported config type '{path.suffix}' (use .toml or .json)")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot parse config ({err})") from None
+    return config_from_dict(values)
+
+
+def merge(config: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
+    """Returns ``config`` with ``overrides`` (``{"train": {"epochs": 3}, ...}``) applied and
+    validated."""
+    values = config.model_dump()
+    for section, fields in overrides.items():
+        values.setdefault(section, {}).update(fields)
+    return config_from_dict(values)
+
+
+def resolve(config: RunConfig, *, dataset_name: str, value_kind: str) -> RunConfig:
+    """Fills every ``None``/``"auto"`` field from the data set:
+
+    - likelihood: Bernoulli for binary and grey-level [0, 1] data, Gaussian for real values;
+    - binarize: ``dynamic`` for grey-level data under a Bernoulli likelihood, else ``none``;
+    - hidden sizes, latent dimension and epochs from :data:`DATASET_DEFAULTS`."""
+    defaults = DATASET_DEFAULTS.get(dataset_name, USER_DATA_DEFAULTS)
+    model, train, data = config.model, config.train, config.data
+    likelihood = model.likelihood
+    if likelihood == "auto":
+        likelihood = "gaussian" if value_kind == "real" else "bernoulli"
+    binarize = data.binarize
+    if binarize == "auto":
+        binarize = "dynamic" if (likelihood == "bernoulli" and value_kind == "unit") else "none"
+    return merge(config, {
+        "data": {"binarize": binarize},
+        "model": {
+            "likelihood": likelihood,
+            "hidden": model.hidden if model.hidden is not None else defaults["hidden"],
+            "latent_dim": model.latent_dim or defaults["latent_dim"],
+        },
+        "train": {"epochs": train.epochs or defaults["epochs"]},
+    })
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")

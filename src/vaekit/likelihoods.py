@@ -1,0 +1,127 @@
+"""Decoders returning the likelihood p(x|z) over a whole example as a ``torch.distributions``
+object: ``decoder(z)`` has batch shape ``z.shape[:-1]`` and event shape ``data_shape``, so
+``decoder(z).log_prob(x)`` is already summed over all data dimensions (``Independent``).
+
+Each likelihood also states its support (``check_support``) so grey-level data under a
+Bernoulli likelihood is refused instead of silently scored."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
+
+from .errors import DataError
+
+
+class BernoulliLikelihood(nn.Module):
+    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(logits_d(z))); ``log_prob`` is minus
+    binary cross-entropy with logits, the numerically stable form."""
+
+    support = "binary values {0, 1}"
+
+    def __init__(self, net: nn.Module, data_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.data_shape = tuple(data_shape)
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        logits = self.net(z)
+        return Independent(
+            Bernoulli(logits=logits, validate_args=False), len(self.data_shape), validate_args=False
+        )
+
+    @staticmethod
+    def check_support(x: torch.Tensor) -> None:
+        if not bool(((x == 0) | (x == 1)).all()):
+            raise DataError(
+                "the Bernoulli likelihood needs binary data but got values strictly between 0 "
+                "and 1; use --binarize dynamic (or static), or --likelihood continuous-bernoulli "
+                "or gaussian for grey levels"
+            )
+
+
+class ContinuousBernoulliLikelihood(nn.Module):
+    """p(x|z) = prod_d CB(x_d; lambda_d(z)) for x in [0, 1], the properly normalised
+    counterpart of BCE on grey levels (Loaiza-Ganem & Cunningham 2019)."""
+
+    support = "values in [0, 1]"
+
+    def __init__(self, net: nn.Module, data_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.net = net
+        self.data_shape = tuple(data_shape)
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        logits = self.net(z)
+        return Independent(
+            ContinuousBernoulli(logits=logits, validate_args=False),
+            len(self.data_shape),
+            validate_args=False,
+        )
+
+    @staticmethod
+    def check_support(x: torch.Tensor) -> None:
+        if not bool(((x >= 0) & (x <= 1)).all()):
+            raise DataError(
+                "the continuous Bernoulli likelihood needs values in [0, 1]; rescale the data "
+                "or use --likelihood gaussian"
+            )
+
+
+class GaussianLikelihood(nn.Module):
+    """p(x|z) = prod_d N(x_d; mu_d(z), sigma_d^2) with sigma fixed, or learned as one global
+    scale or one per data dimension: sigma = min_scale + softplus(raw), so it never falls below
+    the floor ``min_scale`` (a learned scale can otherwise shrink towards 0 and make the density
+    unbounded)."""
+
+    support = "finite real values"
+    SCALE_MODES = ("fixed", "learned-global", "learned-per-dim")
+
+    def __init__(
+        self,
+        net: nn.Module,
+        data_shape: Sequence[int],
+        scale_mode: str = "learned-global",
+        init_scale: float = 1.0,
+        min_scale: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.data_shape = tuple(data_shape)
+        self.scale_mode = scale_mode
+        self.min_scale = min_scale
+        if scale_mode == "fixed":
+            self.register_buffer("fixed_scale", torch.tensor(float(init_scale)))
+        else:
+            shape = () if scale_mode == "learned-global" else self.data_shape
+            # softplus^-1(init - floor), so the initial scale is exactly init_scale
+            raw = math.log(math.expm1(max(init_scale - min_scale, 1e-6)))
+            self.raw_scale = nn.Parameter(torch.full(shape, raw))
+
+    def scale(self) -> torch.Tensor:
+        if self.scale_mode == "fixed":
+            return self.fixed_scale
+        return self.min_scale + F.softplus(self.raw_scale)
+
+    def forward(self, z: torch.Tensor) -> Distribution:
+        loc = self.net(z)
+        scale = self.scale().expand_as(loc)
+        return Independent(Normal(loc, scale, validate_args=False), len(self.data_shape),
+                           validate_args=False)
+
+    @staticmethod
+    def check_support(x: torch.Tensor) -> None:
+        if not bool(torch.isfinite(x).all()):
+            raise DataError("the data contains NaN or infinite values; clean them first")
+
+
+LIKELIHOODS: dict[str, type[nn.Module]] = {
+    "bernoulli": BernoulliLikelihood,
+    "gaussian": GaussianLikelihood,
+    "continuous-bernoulli": ContinuousBernoulliLikelihood,
+}

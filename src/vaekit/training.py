@@ -1,0 +1,309 @@
+"""The training loop: one explicit loop in named blocks (prepare, step, evaluate, checkpoint,
+log), with exact resume.
+
+A run directory holds ``config.json`` (the resolved config), ``model.safetensors`` (weights),
+``checkpoint.safetensors`` (everything needed to resume), ``metrics.jsonl`` (one JSON object
+per epoch) and pictures. Only rank 0 writes files, so the same loop runs under DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .batches import TensorBatches
+from .checkpoint import atomic_write_bytes, flatten_state, load_tensors, save_tensors, unflatten_state
+from .config import RunConfig, resolve, save_config
+from .data import Dataset, binarize_fixed, load_dataset
+from .errors import CheckpointError, ConfigError, DataError, VaekitError
+from .evaluation import evaluate_elbo
+from .model import VAE, build_model
+from .objectives import training_loss
+from .runs import save_weights, write_pictures
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+MAX_BAD_STEPS = 20  # consecutive non-finite losses before training stops
+
+
+@dataclass
+class PreparedData:
+    """Tensors ready for the loop: validation/test binarized once when binarization is on."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor | None
+    dynamic_binarize: bool
+
+
+def prepare_data(dataset: Dataset, config: RunConfig, model: VAE) -> PreparedData:
+    """Applies the resolved binarization and checks every split against the likelihood's
+    support (grey levels under a plain Bernoulli likelihood are refused)."""
+    mode, seed = config.data.binarize, config.data.split_seed
+    train, val, test = dataset.train, dataset.val, dataset.test
+    if mode != "none":
+        if dataset.value_kind == "real":
+            raise DataError(
+                f"--binarize {mode} needs data in [0, 1] but '{dataset.name}' has real values; "
+                "use --binarize none with --likelihood gaussian"
+            )
+        val, test = binarize_fixed(val, seed + 1), binarize_fixed(test, seed + 2)
+        if mode == "static":
+            train = binarize_fixed(train, seed + 3)
+    for split in (val, test) if mode == "dynamic" else (train, val, test):
+        model.decoder.check_support(split)
+    return PreparedData(train, val, test, dataset.test_labels, mode == "dynamic")
+
+
+def dynamic_binarize(x: torch.Tensor) -> torch.Tensor:
+    """A fresh draw x_b ~ Bernoulli(x) each time (``rand < x``: torch.bernoulli is several times
+    slower on CPU)."""
+    return (torch.rand_like(x) < x).to(x.dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+    return device
+
+
+def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam; the fused implementation when the device supports it (3x faster optimizer step
+    measured on CPU, see benchmarks)."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    name = Path(config.data.name).stem if Path(config.data.name).exists() else config.data.name
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Trains a VAE as ``config`` says, writing into ``run_dir``.
+
+    ``Trainer(config, run_dir).fit()`` is the whole job; ``resume=True`` continues from the
+    run directory's checkpoint exactly where the interrupted run stopped."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        dataset: Dataset | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.rank, self.world_size = dist_rank_world()
+        self.is_main = self.rank == 0
+        self.log = log if self.is_main else (lambda _msg: None)
+        self.progress = progress and self.is_main
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        if resume and (self.run_dir / CHECKPOINT).exists():
+            config = self._config_for_resume(config)
+        self.dataset = dataset or load_dataset(
+            config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
+            split_seed=config.data.split_seed, download=config.data.download,
+        )
+        self.config = resolve(config, dataset_name=self.dataset.name,
+                              value_kind=self.dataset.value_kind)
+        tc = self.config.train
+        if tc.objective == "iwae" and tc.num_samples < 2:
+            self.log("note: --objective iwae with --num-samples 1 is the ELBO")
+        self.device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        self.model = build_model(self.config.model, self.dataset.data_shape).to(self.device)
+        self.data = prepare_data(self.dataset, self.config, self.model)
+        self.train_x = self.data.train.to(self.device)
+        if tc.batch_size > len(self.train_x):
+            raise ConfigError(
+                f"--batch-size {tc.batch_size} is larger than the training set "
+                f"({len(self.train_x)} examples); use a smaller batch"
+            )
+        self.batches = TensorBatches(self.train_x, tc.batch_size, seed=tc.seed, rank=self.rank,
+                                     world_size=self.world_size)
+        self.optimizer = make_optimizer(self.model, tc.lr, self.device)
+        self.epoch = 0  # completed epochs
+        self.step = 0  # completed optimizer steps
+        self.skipped_steps = 0
+        self.history: list[dict] = []
+        self.resumed = False
+        if resume and (self.run_dir / CHECKPOINT).exists():
+            self._load_checkpoint()
+
+    # -- resume --------------------------------------------------------------------------
+    def _config_for_resume(self, config: RunConfig) -> RunConfig:
+        """The run's saved config; only the number of epochs may be raised on resume."""
+        _, meta = load_tensors(self.run_dir / CHECKPOINT)
+        saved = RunConfig.model_validate(meta["config"])
+        if config.train.epochs is not None and config.train.epochs != saved.train.epochs:
+            return saved.model_copy(update={"train": saved.train.model_copy(
+                update={"epochs": config.train.epochs})})
+        return saved
+
+    def _load_checkpoint(self) -> None:
+        tensors, meta = load_tensors(self.run_dir / CHECKPOINT)
+        state = unflatten_state(meta["state"], tensors)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: does not match the model ({err})") from None
+        torch.set_rng_state(state["rng"]["torch"])
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.skipped_steps = meta.get("skipped_steps", 0)
+        self.history = meta.get("history", [])
+        self.resumed = True
+        self.log(f"resumed from {self.run_dir / CHECKPOINT} at epoch {self.epoch}, step {self.step}")
+
+    def _save_checkpoint(self) -> None:
+        if not self.is_main:
+            return
+        tensors: dict[str, torch.Tensor] = {}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        skeleton = flatten_state(state, "state", tensors)
+        meta = {
+            "config": self.config.model_dump(mode="json"),
+            "epoch": self.epoch,
+            "step": self.step,
+            "skipped_steps": self.skipped_steps,
+            "history": self.history,
+            "versions": {"vaekit": __version__, "torch": torch.__version__},
+            "state": skeleton,
+        }
+        save_tensors(self.run_dir / CHECKPOINT, tensors, meta)
+
+    # -- one epoch -----------------------------------------------------------------------
+    def _beta(self) -> float:
+        tc = self.config.train
+        if tc.kl_warmup_epochs <= 0:
+            return tc.beta
+        warmup_steps = tc.kl_warmup_epochs * len(self.batches)
+        return tc.beta * min(1.0, (self.step + 1) / warmup_steps)
+
+    def _train_epoch(self) -> dict:
+        tc = self.config.train
+        self.model.train()
+        sums = torch.zeros(3, device=self.device)  # elbo, reconstruction, kl, summed over examples
+        seen = 0
+        bad_in_a_row = 0
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(self.batches), desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+                       leave=False, dynamic_ncols=True)
+        for x in self.batches.iterate(self.epoch):
+            if self.data.dynamic_binarize:
+                x = dynamic_binarize(x)
+            loss, terms = training_loss(self.model, x, beta=self._beta(),
+                                        free_bits=tc.free_bits, num_samples=tc.num_samples)
+            if not torch.isfinite(loss):
+                self.skipped_steps += 1
+                bad_in_a_row += 1
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    term = "reconstruction" if not torch.isfinite(terms.reconstruction).all() else "KL"
+                    raise VaekitError(
+                        f"training diverged: the {term} term was not finite for {bad_in_a_row} "
+                        f"steps in a row; lower --lr (last good checkpoint kept in {self.run_dir})"
+                    )
+                continue
+            bad_in_a_row = 0
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            with torch.no_grad():
+                sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
+            seen += len(x)
+            if bar is not None:
+                bar.update()
+                if self.step % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.2f}")
+        if bar is not None:
+            bar.close()
+        sums = sums.cpu() / max(seen, 1)
+        return {"train_elbo": float(sums[0]), "train_reconstruction": float(sums[1]),
+                "train_kl": float(sums[2])}
+
+    # -- the whole job -------------------------------------------------------------------
+    def fit(self) -> Path:
+        tc = self.config.train
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.json")
+            if not self.resumed:
+                self.log(f"training on {self.dataset.name} {tuple(self.dataset.data_shape)}: "
+                         f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
+                         f"{len(self.dataset.test)} test, likelihood {self.config.model.likelihood}, "
+                         f"binarize {self.config.data.binarize}, device {self.device}")
+        while self.epoch < tc.epochs:
+            start = time.perf_counter()
+            metrics = self._train_epoch()
+            seconds = time.perf_counter() - start
+            val = evaluate_elbo(self.model, self.data.val, batch_size=tc.eval_batch_size)
+            self.epoch += 1
+            metrics = {"epoch": self.epoch, "step": self.step, **metrics,
+                       "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
+                       "val_kl": val["kl"], "beta": self._beta(), "seconds": seconds,
+                       "images_per_second": len(self.train_x) / max(seconds, 1e-9),
+                       "skipped_steps": self.skipped_steps}
+            self.history.append(metrics)
+            self.log(f"epoch {self.epoch:>3}/{tc.epochs}  train ELBO {metrics['train_elbo']:9.2f}  "
+                     f"val ELBO {val['elbo']:9.2f}  (recon {val['reconstruction']:.2f}, "
+                     f"KL {val['kl']:.2f})  {seconds:.1f}s")
+            self._save_checkpoint()
+            self._write_metrics()
+        if self.is_main:
+            self._finish()
+        return self.run_dir
+
+    def _write_metrics(self) -> None:
+        if self.is_main:
+            lines = "".join(json.dumps(m) + "\n" for m in self.history)
+            atomic_write_bytes(self.run_dir / METRICS, lines.encode())
+
+    def _finish(self) -> None:
+        self.model.eval()
+        save_weights(self.model, self.config, self.dataset, self.run_dir / "model.safetensors")
+        test = evaluate_elbo(self.model, self.data.test, batch_size=self.config.train.eval_batch_size)
+        results = {"split": "test", **test}
+        atomic_write_bytes(self.run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+        if self.dataset.is_image:
+            write_pictures(self.model, self.data.test, self.run_dir, seed=self.config.train.seed)
+        self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
+                 f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
+        self.log(f"results in {self.run_dir}/")
+
+
+def train(config: RunConfig | None = None, run_dir: str | Path | None = None, **kwargs) -> Path:
+    """Trains a VAE (defaults: the embedded digits) and returns its run directory."""
+    return Trainer(config or RunConfig(), run_dir, **kwargs).fit()
