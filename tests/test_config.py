@@ -51,6 +51,8 @@ def test_resolve_fills_auto_fields_from_the_data():
     assert (real.model.likelihood, real.data.binarize) == ("gaussian", "none")
     binary = resolve(RunConfig(), dataset_name="binarized-mnist", value_kind="binary")
     assert binary.data.binarize == "none"
+    digits = resolve(RunConfig(), dataset_name="digits", value_kind="unit")
+    assert (digits.model.likelihood, digits.data.binarize) == ("gaussian", "none")
     explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), dataset_name="digits", value_kind="unit")
     assert explicit.train.epochs == 2
     assert json.loads(explicit.model_dump_json())["model"]["latent_dim"] == 8

@@ -18,16 +18,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors that suggest the closest valid option."""
 
     def error(self, message: str):  # type: ignore[override]
-        if message.startswith("unrecognized arguments"):
-            unknown = message.split(":", 1)[1].split()
-            options = [o for a in self._actions for o in a.option_strings]
-            hints = []
-            for opt in unknown:
-                close = difflib.get_close_matches(opt.split("=")[0], options, n=1)
-                if close:
-                    hints.append(f"did you mean {close[0]}?")
-            message += "; " + (" ".join(hints) if hints else f"see `{self.prog} --help`")
         raise ConfigError(f"{self.prog}: {message}")
+
+    def unknown_options(self, unknown: list[str]) -> ConfigError:
+        """The error for options this (sub)command does not have, with the closest valid one."""
+        options = [o for a in self._actions for o in a.option_strings]
+        hints = []
+        for opt in unknown:
+            close = difflib.get_close_matches(opt.split("=")[0], options, n=1)
+            if close:
+                hints.append(f"did you mean {close[0]}?")
+        return ConfigError(f"{self.prog}: unrecognized arguments: {' '.join(unknown)}; "
+                           + (" ".join(hints) if hints else f"see `{self.prog} --help`"))
 
 
 def _csv_ints(text: str) -> tuple[int, ...]:
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", allow_abbrev=False,
                      description="Train, sample, evaluate and explore Variational Autoencoders.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.subcommands = sub.choices  # name -> sub-parser, for error messages
 
     p = sub.add_parser("train", allow_abbrev=False, help="train a VAE (default: embedded digits)")
     for flag, _section, key, kwargs in TRAIN_OPTIONS:
@@ -278,10 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
-        args = parser.parse_args(argv or ["train"])
+        args, unknown = parser.parse_known_args(argv or ["train"])
         if args.command is None:
             parser.print_help()
             return 0
+        if unknown:
+            raise parser.subcommands[args.command].unknown_options(unknown)
         return COMMANDS[args.command](args)
     except VaekitError as err:
         print(f"vaekit: error: {err}", file=sys.stderr)

@@ -90,7 +90,9 @@ class RunConfig(_Strict):
 
 # Defaults that depend on the data set: small images want a small model and many epochs.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"hidden": (256,), "latent_dim": 8, "epochs": 200},
+    # 8x8 digits have 17 grey levels: binarizing such tiny images destroys the strokes, so the
+    # default is a Gaussian likelihood on the grey levels (samples look like digits).
+    "digits": {"hidden": (256,), "latent_dim": 8, "epochs": 200, "likelihood": "gaussian"},
     "mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
     "fashion-mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
     "binarized-mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
@@ -162,14 +164,16 @@ def merge(config: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
 def resolve(config: RunConfig, *, dataset_name: str, value_kind: str) -> RunConfig:
     """Fills every ``None``/``"auto"`` field from the data set:
 
-    - likelihood: Bernoulli for binary and grey-level [0, 1] data, Gaussian for real values;
+    - likelihood: the data set's default, else Bernoulli for binary and grey-level [0, 1] data
+      and Gaussian for real values;
     - binarize: ``dynamic`` for grey-level data under a Bernoulli likelihood, else ``none``;
     - hidden sizes, latent dimension and epochs from :data:`DATASET_DEFAULTS`."""
     defaults = DATASET_DEFAULTS.get(dataset_name, USER_DATA_DEFAULTS)
     model, train, data = config.model, config.train, config.data
     likelihood = model.likelihood
     if likelihood == "auto":
-        likelihood = "gaussian" if value_kind == "real" else "bernoulli"
+        likelihood = defaults.get("likelihood") or (
+            "gaussian" if value_kind == "real" else "bernoulli")
     binarize = data.binarize
     if binarize == "auto":
         binarize = "dynamic" if (likelihood == "bernoulli" and value_kind == "unit") else "none"

@@ -1,0 +1,105 @@
+"""End-to-end: the vaekit command on the embedded default and on real MNIST, and its
+behaviour on bad input (one line on stderr, exit status 2, no traceback)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vaekit.cli import main
+
+FAST = ["--epochs", "2", "--hidden", "32", "--latent-dim", "4", "--no-progress"]
+
+
+def run_cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *FAST, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_prints_where_results_are(tmp_path):
+    proc = run_cli("train", *FAST, "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    assert f"results in {tmp_path / 'r'}" in proc.stdout
+    assert "test ELBO" in proc.stdout
+
+
+def test_sample_png_and_npy(digits_run, tmp_path):
+    assert main(["sample", str(digits_run), "--num", "16", "--out", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").format == "PNG"
+    assert main(["sample", str(digits_run), "--num", "5", "--out", str(tmp_path / "s.npy")]) == 0
+    x = np.load(tmp_path / "s.npy")
+    assert x.shape == (5, 1, 8, 8) and np.isfinite(x).all()
+
+
+def test_reconstruct_encode_interpolate(digits_run, tmp_path):
+    assert main(["reconstruct", str(digits_run), "--out", str(tmp_path / "r.png")]) == 0
+    assert main(["reconstruct", str(digits_run), "--out", str(tmp_path / "r.npy"), "--num", "7"]) == 0
+    assert np.load(tmp_path / "r.npy").shape == (7, 1, 8, 8)
+    assert main(["encode", str(digits_run), "--out", str(tmp_path / "z.npy")]) == 0
+    z = np.load(tmp_path / "z.npy")
+    assert z.shape[1] == 4 and np.isfinite(z).all()
+    assert main(["encode", str(digits_run), "--out", str(tmp_path / "z.npz"), "--samples", "3"]) == 0
+    assert np.load(tmp_path / "z.npz")["samples"].shape == (len(z), 3, 4)
+    for method in ["linear", "spherical"]:
+        out = tmp_path / f"i-{method}.npy"
+        assert main(["interpolate", str(digits_run), "--method", method, "--steps", "5",
+                     "--pairs", "2", "--out", str(out)]) == 0
+        assert np.load(out).shape == (10, 1, 8, 8)
+
+
+def test_evaluate_json(digits_run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(digits_run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"elbo", "reconstruction", "kl", "num_examples"} <= result.keys()
+    assert result["elbo"] == pytest.approx(result["reconstruction"] - result["kl"], abs=1e-3)
+    assert result["num_examples"] > 100
+
+
+def test_mnist_from_local_idx_files(shared_data, tmp_path):
+    proc = run_cli("train", "--data", "mnist", "--data-dir", shared_data / "mnist", "--epochs", "1",
+                   "--no-progress", "--out", tmp_path / "m")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("evaluate", tmp_path / "m", "--json")
+    result = json.loads(proc.stdout)
+    assert result["num_examples"] == 10000
+    assert -140 < result["elbo"] < -90  # one epoch of the 784-400-20 MLP
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--epochz", "3"], "did you mean --epochs"),
+    (["train", "--latent-dim", "0"], "latent_dim"),
+    (["train", "--lr", "-1"], "lr"),
+    (["train", "--data", "/no/such/file.npy"], "no/such"),
+    (["train", "--likelihood", "bernoulli", "--binarize", "none"], "binary"),
+    (["train", "--prior", "wishful"], "valid: normal"),
+    (["evaluate", "/no/such/run"], "no such run"),
+])
+def test_bad_input_one_line_no_traceback(args, needle, tmp_path):
+    proc = run_cli(*args, "--out", tmp_path / "x") if args[0] == "train" else run_cli(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_not_a_run_directory(tmp_path):
+    proc = run_cli("sample", tmp_path, "--out", tmp_path / "s.png")
+    assert proc.returncode == 2 and "not a vaekit run directory" in proc.stderr
+
+
+def test_evaluate_with_data_of_another_shape(digits_run, shared_data):
+    proc = run_cli("evaluate", digits_run, "--data", "mnist", "--data-dir", shared_data / "mnist")
+    assert proc.returncode == 2 and "shape" in proc.stderr and "Traceback" not in proc.stderr
