@@ -58,6 +58,9 @@ TRAIN_OPTIONS = [
      dict(choices=["fixed", "learned-global", "learned-per-dim"])),
     ("--gaussian-init-scale", "model", "gaussian_init_scale", dict(type=float)),
     ("--gaussian-min-scale", "model", "gaussian_min_scale", dict(type=float)),
+    ("--standardize", "model", "standardize", dict(action=argparse.BooleanOptionalAction,
+                                                   help="standardize each input dimension "
+                                                        "(default: on for real-valued tables)")),
     ("--prior", "model", "prior", dict()),
     ("--posterior", "model", "posterior", dict()),
     ("--epochs", "train", "epochs", dict(type=int)),

@@ -43,6 +43,7 @@ class ModelConfig(_Strict):
     gaussian_scale: Literal["fixed", "learned-global", "learned-per-dim"] = "learned-global"
     gaussian_init_scale: float = Field(1.0, gt=0)  # initial (or fixed) Gaussian sigma
     gaussian_min_scale: float = Field(1e-3, gt=0)  # floor of a learned Gaussian sigma
+    standardize: bool | None = None  # standardize inputs per dimension (None: for real-valued data)
     prior: str = "normal"  # registered prior
     posterior: str = "gaussian"  # registered posterior
 
@@ -167,6 +168,7 @@ def resolve(config: RunConfig, *, dataset_name: str, value_kind: str) -> RunConf
     - likelihood: the data set's default, else Bernoulli for binary and grey-level [0, 1] data
       and Gaussian for real values;
     - binarize: ``dynamic`` for grey-level data under a Bernoulli likelihood, else ``none``;
+    - standardize: on for real-valued data (tables), whose columns come in arbitrary units;
     - hidden sizes, latent dimension and epochs from :data:`DATASET_DEFAULTS`."""
     defaults = DATASET_DEFAULTS.get(dataset_name, USER_DATA_DEFAULTS)
     model, train, data = config.model, config.train, config.data
@@ -183,6 +185,7 @@ def resolve(config: RunConfig, *, dataset_name: str, value_kind: str) -> RunConf
             "likelihood": likelihood,
             "hidden": model.hidden if model.hidden is not None else defaults["hidden"],
             "latent_dim": model.latent_dim or defaults["latent_dim"],
+            "standardize": (value_kind == "real") if model.standardize is None else model.standardize,
         },
         "train": {"epochs": train.epochs or defaults["epochs"]},
     })

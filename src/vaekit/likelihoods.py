@@ -74,10 +74,14 @@ class ContinuousBernoulliLikelihood(nn.Module):
 
 
 class GaussianLikelihood(nn.Module):
-    """p(x|z) = prod_d N(x_d; mu_d(z), sigma_d^2) with sigma fixed, or learned as one global
-    scale or one per data dimension: sigma = min_scale + softplus(raw), so it never falls below
-    the floor ``min_scale`` (a learned scale can otherwise shrink towards 0 and make the density
-    unbounded)."""
+    """p(x|z) = prod_d N(x_d; m_d + s_d mu_d(z), (s_d sigma_d)^2) with sigma fixed, or learned as
+    one global scale or one per data dimension: sigma = min_scale + softplus(raw), so it never
+    falls below the floor ``min_scale`` (a learned scale can otherwise shrink towards 0 and make
+    the density unbounded).
+
+    ``m, s`` (buffers ``data_loc``, ``data_scale``; 0 and 1 unless the data is standardized) map
+    the network's standardized output back to the data's units, so ``log_prob`` is always the
+    density of x itself (the log-Jacobian -sum log s is included)."""
 
     support = "finite real values"
     SCALE_MODES = ("fixed", "learned-global", "learned-per-dim")
@@ -95,6 +99,8 @@ class GaussianLikelihood(nn.Module):
         self.data_shape = tuple(data_shape)
         self.scale_mode = scale_mode
         self.min_scale = min_scale
+        self.register_buffer("data_loc", torch.zeros(self.data_shape))
+        self.register_buffer("data_scale", torch.ones(self.data_shape))
         if scale_mode == "fixed":
             self.register_buffer("fixed_scale", torch.tensor(float(init_scale)))
         else:
@@ -109,8 +115,8 @@ class GaussianLikelihood(nn.Module):
         return self.min_scale + F.softplus(self.raw_scale)
 
     def forward(self, z: torch.Tensor) -> Distribution:
-        loc = self.net(z)
-        scale = self.scale().expand_as(loc)
+        loc = self.data_loc + self.data_scale * self.net(z)
+        scale = self.data_scale * self.scale()
         return Independent(Normal(loc, scale, validate_args=False), len(self.data_shape),
                            validate_args=False)
 

@@ -12,7 +12,7 @@ from torch.distributions import Distribution
 
 from .config import ModelConfig
 from .likelihoods import LIKELIHOODS, GaussianLikelihood
-from .nets import MLP, ConvDecoderNet, ConvEncoderNet
+from .nets import MLP, ConvDecoderNet, ConvEncoderNet, Standardize
 from .posteriors import POSTERIORS
 from .priors import PRIORS
 
@@ -59,6 +59,18 @@ class VAE(nn.Module):
         """E[x | z = posterior mean of q(z|x)]: ``[B, *data_shape]``."""
         return self.decoder(posterior_mean(self.encoder(x))).mean
 
+    @torch.no_grad()
+    def set_data_scaling(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        """Sets the per-dimension standardization (x - loc) / scale of the encoder's input and,
+        for a Gaussian likelihood, the matching affine map of the decoder's output."""
+        for module in self.modules():
+            if isinstance(module, Standardize):
+                module.loc.copy_(loc)
+                module.scale.copy_(scale)
+            if isinstance(module, GaussianLikelihood):
+                module.data_loc.copy_(loc)
+                module.data_scale.copy_(scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The per-example ELBO ``[B]`` (see :func:`vaekit.objectives.elbo`)."""
         from .objectives import elbo
@@ -98,6 +110,8 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     data_shape = tuple(data_shape)
     posterior_cls = POSTERIORS[cfg.posterior]
     enc_net, dec_net = _networks(cfg, data_shape, posterior_cls.param_dim(cfg.latent_dim))
+    if cfg.standardize:
+        enc_net = nn.Sequential(Standardize(data_shape), enc_net)
     encoder = posterior_cls(enc_net, cfg.latent_dim)
     likelihood_cls = LIKELIHOODS[cfg.likelihood]
     if likelihood_cls is GaussianLikelihood:

@@ -152,3 +152,17 @@ class ConvDecoderNet(nn.Module):
         batch_shape = z.shape[:-1]
         h = self.layers(z.reshape(-1, self.in_dim))
         return h.reshape(*batch_shape, *self.out_shape)
+
+
+class Standardize(nn.Module):
+    """x -> (x - loc) / scale with per-dimension buffers ``loc`` and ``scale`` (saved with the
+    model, set from the training data): puts table columns of any units on one scale before
+    the encoder network."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(tuple(shape)))
+        self.register_buffer("scale", torch.ones(tuple(shape)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.loc) / self.scale

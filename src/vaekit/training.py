@@ -138,6 +138,10 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = build_model(self.config.model, self.dataset.data_shape).to(self.device)
         self.data = prepare_data(self.dataset, self.config, self.model)
+        if self.config.model.standardize:
+            loc, scale = self.data.train.mean(0), self.data.train.std(0)
+            # constant columns keep their values: scale 1 instead of a division by zero
+            self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
         self.train_x = self.data.train.to(self.device)
         if tc.batch_size > len(self.train_x):
             raise ConfigError(
