@@ -139,6 +139,8 @@ class Trainer:
         self.model = build_model(self.config.model, self.dataset.data_shape).to(self.device)
         self.data = prepare_data(self.dataset, self.config, self.model)
         self.train_x = self.data.train.to(self.device)
+        if self.config.model.vamp_init_from_data and hasattr(self.model.prior, "init_from_data"):
+            self.model.prior.init_from_data(self.train_x)  # (resume overwrites it below)
         if tc.batch_size > len(self.train_x):
             raise ConfigError(
                 f"--batch-size {tc.batch_size} is larger than the training set "
