@@ -83,8 +83,14 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/priors-table")
     parser.add_argument("--presets", nargs="*", default=PRESETS)
     parser.add_argument("--out", default=str(ROOT / "docs" / "priors-results.md"))
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: tabulate the runs already finished")
     args = parser.parse_args()
-    rows = [run_one(name, args) for name in args.presets]
+    if args.table_only:
+        done = [Path(args.runs) / n / "table_row.json" for n in args.presets]
+        rows = [json.loads(f.read_text()) for f in done if f.exists()]
+    else:
+        rows = [run_one(name, args) for name in args.presets]
     lines = [
         f"data {args.data}, {args.epochs} epochs, test = first {args.num_test} test images, "
         f"log p(x) with K = {args.num_samples} importance samples (nats, higher is better; "
