@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.distributions import (Distribution, Independent, MultivariateNormal, Normal,
-                                 TransformedDistribution, register_kl)
+                                 TransformedDistribution)
 
 from .flows import IAFStep, ModuleTransform, PlanarStep
 
@@ -78,20 +78,6 @@ class FullCovariancePosterior(nn.Module):
         strictly_lower[..., self.rows, self.cols] = lower
         scale_tril = strictly_lower + torch.diag_embed(diag)
         return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
-
-
-@register_kl(MultivariateNormal, Independent)
-def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> torch.Tensor:
-    """KL(N(mu, L L^T) || N(m, diag(s^2))) = 0.5 [ sum (L / s)^2 + sum ((mu - m) / s)^2 - d ]
-    + sum log s - sum log diag(L): the full-covariance posterior against a diagonal prior."""
-    if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
-        raise NotImplementedError
-    m, s = p.base_dist.loc, p.base_dist.scale
-    scale_tril = q.scale_tril
-    trace = ((scale_tril / s.unsqueeze(-1)) ** 2).sum((-2, -1))
-    mahalanobis = (((q.loc - m) / s) ** 2).sum(-1)
-    log_det = s.log().sum(-1) - scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    return 0.5 * (trace + mahalanobis - q.loc.shape[-1]) + log_det
 
 
 class PlanarFlowPosterior(nn.Module):
