@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
@@ -46,6 +47,10 @@ class ModelConfig(_Strict):
     standardize: bool | None = None  # standardize inputs per dimension (None: for real-valued data)
     prior: str = "normal"  # registered prior
     posterior: str = "gaussian"  # registered posterior
+    prior_components: int = Field(10, gt=0)  # K of the mog prior / pseudo-inputs of the vamp prior
+    flow_steps: int = Field(4, gt=0)  # steps of the flow prior and of planar/iaf posteriors
+    flow_hidden: int = Field(64, gt=0)  # hidden width of coupling (flow prior) and MADE (iaf) nets
+    vamp_init_from_data: bool = True  # vamp: start pseudo-inputs at random training examples
 
     @field_validator("prior")
     @classmethod
@@ -60,6 +65,19 @@ class ModelConfig(_Strict):
         from .posteriors import POSTERIORS
 
         return _registered(name, POSTERIORS, "posterior")
+
+    @model_validator(mode="after")
+    def _compatible_prior_and_posterior(self) -> "ModelConfig":
+        from .posteriors import POSTERIORS
+        from .priors import PRIORS
+
+        if (getattr(PRIORS[self.prior], "needs_posterior_density", False)
+                and not POSTERIORS[self.posterior].has_inverse):
+            valid = [n for n, cls in POSTERIORS.items() if cls.has_inverse]
+            raise ValueError(
+                f"prior '{self.prior}' evaluates q(z|x) at arbitrary z, which posterior "
+                f"'{self.posterior}' cannot (valid posteriors with it: {', '.join(valid)})")
+        return self
 
 
 def _registered(name: str, registry: dict, what: str) -> str:

@@ -109,17 +109,20 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     """Builds the VAE a resolved :class:`ModelConfig` describes, for data of ``data_shape``."""
     data_shape = tuple(data_shape)
     posterior_cls = POSTERIORS[cfg.posterior]
-    enc_net, dec_net = _networks(cfg, data_shape, posterior_cls.param_dim(cfg.latent_dim))
+    flow_options = dict(flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden)
+    enc_net, dec_net = _networks(cfg, data_shape,
+                                 posterior_cls.param_dim(cfg.latent_dim, **flow_options))
     if cfg.standardize:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
-    encoder = posterior_cls(enc_net, cfg.latent_dim)
+    encoder = posterior_cls(enc_net, cfg.latent_dim, **flow_options)
     likelihood_cls = LIKELIHOODS[cfg.likelihood]
     if likelihood_cls is GaussianLikelihood:
         decoder = GaussianLikelihood(dec_net, data_shape, cfg.gaussian_scale,
                                      cfg.gaussian_init_scale, cfg.gaussian_min_scale)
     else:
         decoder = likelihood_cls(dec_net, data_shape)
-    prior = PRIORS[cfg.prior](cfg.latent_dim)
+    prior = PRIORS[cfg.prior](cfg.latent_dim, num_components=cfg.prior_components,
+                              encoder=encoder, data_shape=data_shape, **flow_options)
     return VAE(encoder, decoder, prior, data_shape)
 
 

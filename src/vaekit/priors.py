@@ -1,12 +1,21 @@
 """Priors p(z): ``nn.Module``s whose ``forward()`` returns a distribution over z with event
 shape ``[L]`` (no batch shape). Parameters of learned priors are trained jointly with the
-model because the objective calls ``prior()`` on every step."""
+model because the objective calls ``prior()`` on every step.
+
+Every prior is built as ``PRIORS[name](latent_dim, **options)`` with the options
+``num_components``, ``flow_steps``, ``flow_hidden``, ``encoder`` and ``data_shape``; a prior
+ignores the options it does not use."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import (Categorical, Distribution, Independent, MixtureSameFamily,
+                                 Normal, TransformedDistribution)
+
+from .flows import AffineCoupling, ModuleTransform
 
 
 class StandardNormalPrior(nn.Module):
@@ -23,6 +32,82 @@ class StandardNormalPrior(nn.Module):
                            validate_args=False)
 
 
+class MixtureOfGaussiansPrior(nn.Module):
+    """p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)) with learned means ``loc [K, L]``,
+    scales ``exp(log_scale) [K, L]`` and weights ``pi = softmax(logits) [K]``, as
+    ``MixtureSameFamily``. The means start as draws from N(0, I), the scales at 1."""
+
+    def __init__(self, latent_dim: int, num_components: int = 10, **_: object) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.randn(num_components, latent_dim))
+        self.log_scale = nn.Parameter(torch.zeros(num_components, latent_dim))
+        self.logits = nn.Parameter(torch.zeros(num_components))
+
+    def forward(self) -> Distribution:
+        components = Independent(Normal(self.loc, self.log_scale.clamp(-15, 10).exp(),
+                                        validate_args=False), 1, validate_args=False)
+        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), components,
+                                 validate_args=False)
+
+
+class VampPrior(nn.Module):
+    """VampPrior p(z) = (1/K) sum_k q(z | u_k) (Tomczak & Welling 2018): the model's own
+    encoder evaluated at K learned pseudo-inputs ``u [K, *data_shape]``.
+
+    The encoder is shared with the VAE, not owned: it is kept outside the module tree so its
+    parameters appear once in ``state_dict`` (under ``encoder.``) and are saved once; only the
+    pseudo-inputs belong to the prior. Needs a posterior whose ``log_prob`` works at any z
+    (``has_inverse``). :meth:`init_from_data` sets the pseudo-inputs to training examples;
+    otherwise they start as small noise around 0.5 (the middle of [0, 1] data)."""
+
+    needs_posterior_density = True
+
+    def __init__(self, latent_dim: int, *, encoder: nn.Module, data_shape: Sequence[int],
+                 num_components: int = 10, **_: object) -> None:
+        super().__init__()
+        self.pseudo_inputs = nn.Parameter(0.5 + 0.01 * torch.randn(num_components, *data_shape))
+        # a plain attribute (not a submodule): see the class docstring
+        object.__setattr__(self, "encoder", encoder)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """u_k = K distinct random training examples (``x: [N, *data_shape]``, N >= K; with
+        fewer examples they repeat)."""
+        k = len(self.pseudo_inputs)
+        index = torch.randperm(len(x))[:k] if len(x) >= k else torch.randint(len(x), (k,))
+        self.pseudo_inputs.copy_(x[index.to(x.device)].to(self.pseudo_inputs))
+
+    def forward(self) -> Distribution:
+        components = self.encoder(self.pseudo_inputs)  # batch [K], event [L]
+        weights = Categorical(logits=self.pseudo_inputs.new_zeros(len(self.pseudo_inputs)),
+                              validate_args=False)
+        return MixtureSameFamily(weights, components, validate_args=False)
+
+
+class FlowPrior(nn.Module):
+    """p(z) = N(f^-1(z); 0, I) |det d f^-1 / dz|: a standard normal pushed through
+    ``flow_steps`` RealNVP affine couplings f (Dinh et al. 2017) with alternating masks, as a
+    ``TransformedDistribution``; log p(z) is exact at any z. Starts as N(0, I) (each coupling
+    is initialised to the identity)."""
+
+    def __init__(self, latent_dim: int, flow_steps: int = 4, flow_hidden: int = 64,
+                 **_: object) -> None:
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
+        self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
+        self.steps = nn.ModuleList(AffineCoupling(latent_dim, flow_hidden, parity=k % 2)
+                                   for k in range(flow_steps))
+
+    def forward(self) -> Distribution:
+        base = Independent(Normal(self.loc, self.scale, validate_args=False), 1,
+                           validate_args=False)
+        return TransformedDistribution(base, [ModuleTransform(step) for step in self.steps],
+                                       validate_args=False)
+
+
 PRIORS: dict[str, type[nn.Module]] = {
     "normal": StandardNormalPrior,
+    "mog": MixtureOfGaussiansPrior,
+    "vamp": VampPrior,
+    "flow": FlowPrior,
 }

@@ -143,6 +143,8 @@ class Trainer:
             # constant columns keep their values: scale 1 instead of a division by zero
             self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
         self.train_x = self.data.train.to(self.device)
+        if self.config.model.vamp_init_from_data and hasattr(self.model.prior, "init_from_data"):
+            self.model.prior.init_from_data(self.train_x)  # (resume overwrites it below)
         if tc.batch_size > len(self.train_x):
             raise ConfigError(
                 f"--batch-size {tc.batch_size} is larger than the training set "

@@ -1,0 +1,113 @@
+"""Priors x posteriors on MNIST: trains every preset in presets/ with the same architecture and
+budget and writes a markdown table (test ELBO, importance-sampled log-likelihood, wall-clock
+time) to docs/priors.md.
+
+    python benchmarks/priors_table.py --data-dir /work/shared/data/mnist --epochs 5 \
+        --num-test 2000 --num-samples 1000
+
+log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), computed
+from chunks of log-weights and one logsumexp. Runs already finished (results.json and
+ll.json in the run directory) are reused, so an interrupted table can be completed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+import vaekit
+from vaekit.config import load_config_file, merge
+from vaekit.evaluation import evaluate_elbo, seeded
+from vaekit.objectives import log_importance_weights
+from vaekit.runs import run_data
+from vaekit.training import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ["normal-gaussian", "mog-gaussian", "vamp-gaussian", "flow-gaussian",
+           "normal-full", "normal-planar", "normal-iaf", "vamp-full"]
+
+
+@torch.no_grad()
+def importance_sampled_log_likelihood(model, x: torch.Tensor, num_samples: int,
+                                      batch_size: int = 100, chunk: int = 100) -> torch.Tensor:
+    """log p(x) estimated with ``num_samples`` importance samples from q(z|x): ``[N]``."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        log_w = torch.cat([log_importance_weights(model, xb, min(chunk, num_samples - k))
+                           for k in range(0, num_samples, chunk)])  # [K, B]
+        out.append(torch.logsumexp(log_w.double(), 0) - math.log(num_samples))
+    return torch.cat(out)
+
+
+def run_one(name: str, args) -> dict:
+    run_dir = Path(args.runs) / name
+    result_file = run_dir / "table_row.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    config = merge(load_config_file(ROOT / "presets" / f"{name}.toml"),
+                   {"data": {"name": args.data, "data_dir": args.data_dir, "download": False},
+                    "train": {"epochs": args.epochs, "seed": args.seed}})
+    start = time.perf_counter()
+    Trainer(config, run_dir, progress=False).fit()
+    train_seconds = time.perf_counter() - start
+    model = vaekit.load(run_dir)
+    x, _ = run_data(model, split="test")
+    x = x[: args.num_test]
+    start = time.perf_counter()
+    elbo = evaluate_elbo(model, x, batch_size=500)["elbo"]
+    with seeded(args.seed):
+        ll = importance_sampled_log_likelihood(model, x, args.num_samples)
+    row = {"name": name, "prior": model.config.model.prior,
+           "posterior": model.config.model.posterior, "elbo": elbo, "log_likelihood": float(ll.mean()),
+           "ll_sem": float(ll.std() / math.sqrt(len(ll))), "train_seconds": train_seconds,
+           "eval_seconds": time.perf_counter() - start,
+           "num_parameters": sum(p.numel() for p in model.parameters())}
+    result_file.write_text(json.dumps(row, indent=2) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--data-dir", default="/work/shared/data/mnist")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--num-test", type=int, default=2000)
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default="runs/priors-table")
+    parser.add_argument("--presets", nargs="*", default=PRESETS)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "priors-results.md"))
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: tabulate the runs already finished")
+    args = parser.parse_args()
+    if args.table_only:
+        done = [Path(args.runs) / n / "table_row.json" for n in args.presets]
+        rows = [json.loads(f.read_text()) for f in done if f.exists()]
+    else:
+        rows = [run_one(name, args) for name in args.presets]
+    lines = [
+        f"data {args.data}, {args.epochs} epochs, test = first {args.num_test} test images, "
+        f"log p(x) with K = {args.num_samples} importance samples (nats, higher is better; "
+        f"+- one standard error over images), seed {args.seed}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads",
+        "",
+        "| preset | prior | posterior | test ELBO | test log p(x) | gap | train time | params |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| `{r['name']}` | {r['prior']} | {r['posterior']} | {r['elbo']:.2f} | "
+                     f"{r['log_likelihood']:.2f} +- {r['ll_sem']:.2f} | "
+                     f"{r['log_likelihood'] - r['elbo']:.2f} | {r['train_seconds']:.0f} s | "
+                     f"{r['num_parameters']:,} |")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
