@@ -66,7 +66,7 @@ TRAIN_OPTIONS = [
     ("--beta", "train", "beta", dict(type=float, help="KL weight in the loss (ELBO reported as is)")),
     ("--kl-warmup", "train", "kl_warmup_epochs", dict(type=float, help="epochs of linear KL warm-up")),
     ("--free-bits", "train", "free_bits", dict(type=float, help="nats per latent dimension")),
-    ("--objective", "train", "objective", dict(choices=["elbo", "iwae"])),
+    ("--objective", "train", "objective", dict(choices=["elbo", "iwae", "iwae-dreg"])),
     ("--num-samples", "train", "num_samples", dict(type=int)),
     ("--seed", "train", "seed", dict(type=int)),
     ("--device", "train", "device", dict()),
