@@ -2,6 +2,7 @@
 behaviour on bad input (one line on stderr, exit status 2, no traceback)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,6 +67,33 @@ def test_evaluate_json(digits_run, capsys):
     assert {"elbo", "reconstruction", "kl", "num_examples"} <= result.keys()
     assert result["elbo"] == pytest.approx(result["reconstruction"] - result["kl"], abs=1e-3)
     assert result["num_examples"] > 100
+
+
+def test_evaluate_log_likelihood_and_diagnostics(digits_run):
+    # subprocess: stdout must be exactly one JSON object (any progress bar goes to stderr)
+    proc = run_cli("evaluate", digits_run, "--json", "--num-samples", "50", "--num-examples", "60")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["num_examples"] == 60 and result["num_samples"] == 50
+    # IWAE_50 >= ELBO on average; 60 examples of an 8x8 model: a margin far above the noise
+    assert result["log_likelihood"] > result["elbo"]
+    assert result["log_likelihood_stderr"] > 0
+    # bits/dim of 8x8 images from the same number: -log p(x) / (64 ln 2)
+    assert result["bits_per_dim"] == pytest.approx(-result["log_likelihood"] / (64 * math.log(2)))
+    assert 1 <= result["ess_mean"] <= 50
+    assert len(result["kl_per_dim"]) == 4  # --latent-dim 4
+    assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)  # both analytic
+    assert 0 <= result["active_units"] <= 4
+    assert 0 <= result["mutual_information"] <= math.log(60) + 1e-6
+
+
+def test_evaluate_without_log_likelihood_and_bad_counts(digits_run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(digits_run), "--json", "--num-samples", "0"]) == 0
+    assert "log_likelihood" not in json.loads(capsys.readouterr().out)
+    for flag, value in [("--num-samples", "-1"), ("--num-examples", "0")]:
+        assert main(["evaluate", str(digits_run), flag, value]) == 2
+        assert flag in capsys.readouterr().err
 
 
 def test_mnist_from_local_idx_files(shared_data, tmp_path):

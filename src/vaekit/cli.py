@@ -75,7 +75,7 @@ TRAIN_OPTIONS = [
     ("--beta", "train", "beta", dict(type=float, help="KL weight in the loss (ELBO reported as is)")),
     ("--kl-warmup", "train", "kl_warmup_epochs", dict(type=float, help="epochs of linear KL warm-up")),
     ("--free-bits", "train", "free_bits", dict(type=float, help="nats per latent dimension")),
-    ("--objective", "train", "objective", dict(choices=["elbo", "iwae"])),
+    ("--objective", "train", "objective", dict(choices=["elbo", "iwae", "iwae-dreg"])),
     ("--num-samples", "train", "num_samples", dict(type=int)),
     ("--seed", "train", "seed", dict(type=int)),
     ("--device", "train", "device", dict()),
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in [("reconstruct", "inputs and their reconstructions"),
                             ("encode", "posterior means (or samples) of a data split"),
-                            ("evaluate", "ELBO and its terms on a data split")]:
+                            ("evaluate", "ELBO, importance-sampled log p(x) and latent diagnostics")]:
         p = sub.add_parser(name, allow_abbrev=False, help=help_text)
         p.add_argument("run_dir")
         p.add_argument("--data", help="data set or path (default: the run's)")
@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help="print one JSON object")
             p.add_argument("--batch-size", type=int, default=1000)
+            p.add_argument("--num-samples", type=int, default=100,
+                           help="K importance samples for log p(x) (5000: the paper protocol; "
+                                "0: skip)")
+            p.add_argument("--num-examples", type=int, default=None,
+                           help="evaluate only the first N examples of the split")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--no-progress", action="store_true", help="no progress bar")
         else:
             p.add_argument("--out", required=True)
             p.add_argument("--num", type=int, default=None, help="at most this many examples")
@@ -174,9 +181,9 @@ def _save_array_or_grid(x, out: str, nrow: int | None = None) -> None:
     print(f"wrote {path}")
 
 
-def _check_count(num: int | None) -> None:
+def _check_count(num: int | None, flag: str = "--num") -> None:
     if num is not None and num <= 0:
-        raise ConfigError("--num must be a positive number of examples")
+        raise ConfigError(f"{flag} must be a positive number of examples")
 
 
 def cmd_sample(args) -> int:
@@ -261,18 +268,32 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_elbo
+    from .evaluation import evaluate_model
     from .runs import load, run_data
 
+    if args.num_samples < 0:
+        raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
+    _check_count(args.num_examples, "--num-examples")
     model = load(args.run_dir)
     x, _ = run_data(model, args.data, args.data_dir, args.split)
-    result = {"split": args.split, **evaluate_elbo(model, x, batch_size=args.batch_size)}
+    if args.num_examples:
+        x = x[: args.num_examples]
+    result = {"split": args.split, **evaluate_model(
+        model, x, num_samples=args.num_samples, batch_size=args.batch_size,
+        is_image=bool(model.info.get("is_image")), seed=args.seed, progress=not args.no_progress)}
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
-              f"{result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
-              f"({result['num_examples']} examples)")
+        return 0
+    print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
+          f"{result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
+          f"({result['num_examples']} examples)")
+    if "log_likelihood" in result:
+        bits = f"  ({result['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in result else ""
+        print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
+              f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
+              f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
+    print(f"active units {result['active_units']}/{len(result['posterior_mean_variance'])}  "
+          f"mutual information {result['mutual_information']:.2f} nats")
     return 0
 
 

@@ -93,11 +93,21 @@ class TrainConfig(_Strict):
     beta: float = Field(1.0, ge=0)  # weight of the KL term in the loss (reported ELBO stays true)
     kl_warmup_epochs: float = Field(0.0, ge=0)  # beta rises linearly from 0 over this many epochs
     free_bits: float = Field(0.0, ge=0)  # minimum KL per latent dimension in nats (0: off)
-    objective: Literal["elbo", "iwae"] = "elbo"
+    # elbo; iwae: the IWAE bound (Burda et al. 2016); iwae-dreg: IWAE with the doubly
+    # reparameterized encoder gradient (Tucker et al. 2019)
+    objective: Literal["elbo", "iwae", "iwae-dreg"] = "elbo"
     num_samples: int = Field(1, gt=0)  # Monte Carlo samples of z per example in the objective
     seed: int = 0  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)
+
+    @model_validator(mode="after")
+    def _iwae_is_a_plain_bound(self):
+        if self.objective != "elbo" and (self.beta != 1.0 or self.kl_warmup_epochs > 0
+                                         or self.free_bits > 0):
+            raise ValueError(f"objective '{self.objective}' optimises the IWAE bound itself; "
+                             "beta, kl_warmup_epochs and free_bits apply to the ELBO only")
+        return self
 
 
 class RunConfig(_Strict):

@@ -5,11 +5,15 @@ Shapes: samples first, then batch, then event: z is ``[K, B, L]``, log-weights `
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
 import torch
+from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
+
+from .errors import ConfigError
 
 
 class ElboTerms(NamedTuple):
@@ -58,23 +62,98 @@ def elbo(model, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
     return elbo_terms(model, x, num_samples).elbo
 
 
+class WeightTerms(NamedTuple):
+    """The terms of log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), each ``[K, B]``."""
+
+    log_px_z: torch.Tensor
+    log_pz: torch.Tensor
+    log_qz: torch.Tensor
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        return self.log_px_z + self.log_pz - self.log_qz
+
+
+def weight_terms(model, x: torch.Tensor, q_z: Distribution, z: torch.Tensor) -> WeightTerms:
+    """log p(x|z_k), log p(z_k) and log q(z_k|x) for given draws ``z [K, B, L]`` of the proposal
+    ``q_z`` (batch ``[B]``): the one place log importance weights are computed. The IWAE bound,
+    the DReG estimator and the importance-sampled log-likelihood all call it."""
+    return WeightTerms(model.decoder(z).log_prob(x), model.prior().log_prob(z), q_z.log_prob(z))
+
+
 def log_importance_weights(model, x: torch.Tensor, num_samples: int) -> torch.Tensor:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x): ``[K, B]``.
 
     Shared by the IWAE bound and the importance-sampled log-likelihood (Burda et al. 2016)."""
     q_z = model.encoder(x)
     z = q_z.rsample((num_samples,))  # [K, B, L]
-    return model.decoder(z).log_prob(x) + model.prior().log_prob(z) - q_z.log_prob(z)
+    return weight_terms(model, x, q_z, z).log_w
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log (1/K) sum_k exp(log_w_k) along ``dim``, without overflow."""
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
 
 
 def iwae_bound(model, x: torch.Tensor, num_samples: int) -> torch.Tensor:
     """IWAE_K(x) = log (1/K) sum_k w_k, computed with logsumexp; K = 1 is the ELBO
     (with a Monte Carlo KL). Returns ``[B]`` (Burda et al. 2016)."""
-    log_w = log_importance_weights(model, x, num_samples)
-    return torch.logsumexp(log_w, 0) - math.log(num_samples)
+    return log_mean_exp(log_importance_weights(model, x, num_samples))
 
 
-def training_loss(
+def detached(dist: Distribution) -> Distribution:
+    """A copy of ``dist`` whose parameters are cut from the autograd graph: ``log_prob(z)`` of
+    the copy still depends on ``z`` but no longer on the parameters that produced ``dist``.
+    Works for distributions built from tensors (Normal, Independent, MultivariateNormal,
+    mixtures, TransformedDistribution with tensor-parameter transforms); raises ConfigError
+    for transforms holding learned ``nn.Module`` parameters, which a copy cannot detach."""
+    copy_ = copy.copy(dist)
+    for name, value in vars(dist).items():
+        if isinstance(value, torch.Tensor):
+            setattr(copy_, name, value.detach())
+        elif isinstance(value, Distribution):
+            setattr(copy_, name, detached(value))
+        elif _has_learned_parameters(value):
+            raise ConfigError(
+                f"the posterior {type(dist).__name__} has learned transforms whose parameters "
+                "cannot be detached for DReG; use --objective iwae with this posterior"
+            )
+    return copy_
+
+
+def _has_learned_parameters(value) -> bool:
+    modules = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(m, nn.Module) and any(p.requires_grad for p in m.parameters())
+               for m in modules)
+
+
+def iwae_dreg_surrogate(
+    model, x: torch.Tensor, num_samples: int
+) -> tuple[torch.Tensor, WeightTerms, Distribution, torch.Tensor]:
+    """A surrogate whose value is IWAE_K(x) ``[B]`` and whose gradient is the doubly
+    reparameterized (DReG) IWAE gradient (Tucker et al. 2019):
+
+        encoder phi:       sum_k w~_k^2  d log w_k / d z_k  d z_k / d phi
+        decoder/prior th:  sum_k w~_k    d log w_k / d theta          (the usual IWAE gradient)
+
+    with w~_k = w_k / sum_j w_j and log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x).
+
+    Built as: log q is evaluated under a detached copy of q(z|x), so phi reaches log w only
+    through the reparameterized z_k = z(eps_k; phi); the gradient of
+    logsumexp_k log w_k is then sum_k w~_k d log w_k, and a hook on z multiplies the gradient
+    flowing into z_k by one more w~_k (a constant). Returns the surrogate and the weight
+    terms, the proposal and the draws (for reporting)."""
+    q_z = model.encoder(x)
+    z = q_z.rsample((num_samples,))  # [K, B, L]
+    terms = weight_terms(model, x, detached(q_z), z)
+    log_w = terms.log_w  # [K, B]
+    if z.requires_grad:
+        w_normalized = torch.softmax(log_w.detach(), 0)  # [K, B]
+        z.register_hook(lambda grad: grad * w_normalized.unsqueeze(-1))
+    return log_mean_exp(log_w), terms, q_z, z
+
+
+def elbo_loss(
     model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1
 ) -> tuple[torch.Tensor, ElboTerms]:
     """loss = -mean_B( E_q[log p(x|z)] - beta * KL ), with optional free bits (Kingma et al.
@@ -97,3 +176,63 @@ def training_loss(
         kl_penalty = kl.mean()
     loss = -log_px_z.mean() + beta * kl_penalty
     return loss, terms
+
+
+def _check_plain_bound(name: str, beta: float, free_bits: float) -> None:
+    if beta != 1.0 or free_bits > 0:
+        raise ConfigError(f"--objective {name} optimises the IWAE bound itself: --beta, "
+                          "--kl-warmup and --free-bits do not apply; leave them at their defaults")
+
+
+def _reported_elbo(model, x, q_z, z, terms: WeightTerms) -> ElboTerms:
+    """The ELBO terms from the same draws, for reporting next to an IWAE loss."""
+    with torch.no_grad():
+        reconstruction = terms.log_px_z.mean(0)  # [B]
+        kl = kl_term(q_z, model.prior(), z)  # [B]
+    return ElboTerms(reconstruction - kl, reconstruction, kl)
+
+
+def iwae_loss(
+    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1
+) -> tuple[torch.Tensor, ElboTerms]:
+    """loss = -mean_B IWAE_K(x), IWAE_K(x) = log (1/K) sum_k w_k (Burda et al. 2016); the
+    gradient is sum_k w~_k d log w_k with normalized weights w~_k. K = 1 is the ELBO with a
+    Monte Carlo KL. Returns the loss and the ELBO terms of the same draws for reporting."""
+    _check_plain_bound("iwae", beta, free_bits)
+    q_z = model.encoder(x)
+    z = q_z.rsample((num_samples,))  # [K, B, L]
+    terms = weight_terms(model, x, q_z, z)
+    return -log_mean_exp(terms.log_w).mean(), _reported_elbo(model, x, q_z, z, terms)
+
+
+def iwae_dreg_loss(
+    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1
+) -> tuple[torch.Tensor, ElboTerms]:
+    """loss = -mean_B IWAE_K(x) with the doubly reparameterized encoder gradient (Tucker et al.
+    2019); same value and same expected gradient as :func:`iwae_loss`, lower encoder gradient
+    variance. See :func:`iwae_dreg_surrogate` for the formula."""
+    _check_plain_bound("iwae-dreg", beta, free_bits)
+    bound, terms, q_z, z = iwae_dreg_surrogate(model, x, num_samples)
+    return -bound.mean(), _reported_elbo(model, x, q_z, z, terms)
+
+
+# objective name (config train.objective) -> loss function (model, x, *, beta, free_bits,
+# num_samples) -> (scalar loss, per-example ELBO terms for reporting)
+OBJECTIVES = {
+    "elbo": elbo_loss,
+    "iwae": iwae_loss,
+    "iwae-dreg": iwae_dreg_loss,
+}
+
+
+def training_loss(
+    model, x: torch.Tensor, *, objective: str = "elbo", beta: float = 1.0,
+    free_bits: float = 0.0, num_samples: int = 1,
+) -> tuple[torch.Tensor, ElboTerms]:
+    """The scalar loss of ``objective`` (a name in :data:`OBJECTIVES`) and the per-example ELBO
+    terms for reporting. ``elbo``: see :func:`elbo_loss`; ``iwae``: :func:`iwae_loss`;
+    ``iwae-dreg``: :func:`iwae_dreg_loss`."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective '{objective}' (valid: {', '.join(OBJECTIVES)})")
+    return OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits,
+                                 num_samples=num_samples)

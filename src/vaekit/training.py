@@ -132,8 +132,8 @@ class Trainer:
         self.config = resolve(config, dataset_name=self.dataset.name,
                               value_kind=self.dataset.value_kind)
         tc = self.config.train
-        if tc.objective == "iwae" and tc.num_samples < 2:
-            self.log("note: --objective iwae with --num-samples 1 is the ELBO")
+        if tc.objective != "elbo" and tc.num_samples < 2:
+            self.log(f"note: --objective {tc.objective} with --num-samples 1 is the ELBO")
         self.device = resolve_device(tc.device)
         torch.manual_seed(tc.seed)
         self.model = build_model(self.config.model, self.dataset.data_shape).to(self.device)
@@ -230,7 +230,7 @@ class Trainer:
         for x in self.batches.iterate(self.epoch):
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
-            loss, terms = training_loss(self.model, x, beta=self._beta(),
+            loss, terms = training_loss(self.model, x, objective=tc.objective, beta=self._beta(),
                                         free_bits=tc.free_bits, num_samples=tc.num_samples)
             if not torch.isfinite(loss):
                 self.skipped_steps += 1
