@@ -56,3 +56,102 @@ def test_resolve_fills_auto_fields_from_the_data():
     explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), dataset_name="digits", value_kind="unit")
     assert explicit.train.epochs == 2
     assert json.loads(explicit.model_dump_json())["model"]["latent_dim"] == 8
+
+
+# ------------------------------------------------------------------------------------------
+# property: any dict, value or file text gives a RunConfig (that round-trips) or a one-line
+# ConfigError, never anything else
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from vaekit.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+CHOICES = ["digits", "mlp", "conv", "relu", "tanh", "gaussian", "bernoulli", "continuous-bernoulli",
+           "none", "dynamic", "static", "auto", "cpu", "elbo", "iwae", "normal", "fixed", "400"]
+wild = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+        | st.sampled_from(CHOICES))
+plausible = (st.integers(1, 64) | st.floats(0.01, 0.4) | st.sampled_from(CHOICES)
+             | st.lists(st.integers(1, 64), max_size=2) | st.booleans())
+values = st.recursive(wild | plausible | plausible, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+
+
+def section(cls):
+    """Mostly the section's own keys, sometimes a typo or a key from elsewhere."""
+    own = st.sampled_from(list(cls.model_fields))
+    return st.dictionaries(own | own | own | st.text(max_size=6), values, max_size=4)
+
+
+configs = st.fixed_dictionaries({}, optional={
+    **{name: section(cls) | values for name, cls in SECTIONS.items()},
+    "version": st.integers(0, 2) | wild}) | st.dictionaries(st.text(max_size=6), values, max_size=2)
+TOML_VALUES = ["1", "-3", "0", "7", "64", "1e400", "inf", "-inf", "nan", "0.2", "1e-3", '"x"',
+               '""', "[1, 2]", "[]", "[0]", "[32]", "true", "false", "1979-05-27", '"digits"',
+               '"gaussian"', '"bernoulli"', '"conv"', '"relu"', '"cpu"', "{a = 1}",
+               "99999999999999999999", '"\\n"']
+
+
+def toml_sections(draw_keys):
+    return st.lists(st.tuples(draw_keys, st.sampled_from(TOML_VALUES)), max_size=4,
+                    unique_by=lambda kv: kv[0])
+
+
+toml_files = st.fixed_dictionaries({}, optional={
+    name: toml_sections(st.sampled_from(list(cls.model_fields)) | st.sampled_from(["epoch", "x"]))
+    for name, cls in SECTIONS.items()} | {"": toml_sections(st.sampled_from(["version", "seed"]))})
+
+
+def config_or_one_line_error(parse):
+    try:
+        cfg = parse()
+    except ConfigError as err:
+        assert "\n" not in str(err) and str(err).strip()
+        return None
+    assert isinstance(cfg, RunConfig)
+    assert config_from_dict(json.loads(cfg.model_dump_json())) == cfg
+    return cfg
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=configs | values)
+def test_any_dict_gives_a_config_or_a_config_error(values):
+    config_or_one_line_error(lambda: config_from_dict(values))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tables=toml_files)
+def test_any_toml_gives_a_config_or_a_config_error(tmp_path, tables):
+    text = "".join(f"{key} = {value}\n" for key, value in tables.get("", []))
+    text += "".join(f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in lines)
+                    for name, lines in tables.items() if name)
+    (tmp_path / "c.toml").write_text(text)
+    cfg = config_or_one_line_error(lambda: load_config_file(tmp_path / "c.toml"))
+    if cfg is not None:
+        save_config(cfg, tmp_path / "back.json")
+        assert load_config_file(tmp_path / "back.json") == cfg
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=200) | st.text(max_size=200).map(str.encode),
+       suffix=st.sampled_from([".toml", ".json"]))
+def test_random_file_contents_give_a_config_or_a_config_error(tmp_path, payload, suffix):
+    (tmp_path / f"c{suffix}").write_bytes(payload)
+    config_or_one_line_error(lambda: load_config_file(tmp_path / f"c{suffix}"))
+
+
+@pytest.mark.parametrize("values,needle", [
+    ({"train": {"lr": float("inf")}}, "train.lr: Input should be a finite number"),
+    ({"train": {"beta": float("nan")}}, "train.beta"),
+    ({"model": {"hidden": [400, -1]}}, "model.hidden.1"),
+    ({"train": {"seed": -1}}, "train.seed"),
+    ({"version": 2}, "config version 2 is not supported"),
+    ({"data": {"name": ""}}, "data.name"),
+    ({"train": {"checkpoint_every_steps": -5}}, "train.checkpoint_every_steps"),
+    ({"train\n": {}}, "unknown key 'train\\n'"),
+])
+def test_values_found_by_fuzzing_are_rejected(values, needle):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(values)
+    assert needle in str(err.value) and "\n" not in str(err.value)

@@ -128,3 +128,167 @@ def test_a_table_in_mixed_units_is_standardized_and_trains(tmp_path):
     torch.testing.assert_close(a, b)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["val_elbo"] > history[0]["val_elbo"]
+
+
+# ------------------------------------------------------------------------------------------
+# robustness (issue 8): mid-epoch checkpoints, stop signals, non-finite steps
+
+import os  # noqa: E402
+import signal  # noqa: E402
+
+from vaekit import training  # noqa: E402
+from vaekit.errors import TrainingDiverged, TrainingInterrupted  # noqa: E402
+
+QUIET = dict(progress=False, log=lambda m: None)
+TIMING = {"seconds", "images_per_second"}
+
+
+def without_timing(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def count_calls(monkeypatch, on_call):
+    """Wraps training.training_loss; ``on_call(n, loss, terms)`` may replace the result of the
+    n-th call (0-based)."""
+    real = training.training_loss
+    calls = []
+
+    def wrapped(model, x, **kwargs):
+        loss, terms = real(model, x, **kwargs)
+        calls.append(len(calls))
+        return on_call(len(calls) - 1, model, loss, terms) or (loss, terms)
+
+    monkeypatch.setattr(training, "training_loss", wrapped)
+    return calls
+
+
+def test_sigterm_mid_epoch_saves_and_resume_is_exact(tmp_path, monkeypatch):
+    """A real SIGTERM in the middle of epoch 2 (23 batches of 64 per epoch): the loop saves at
+    that step and raises TrainingInterrupted; resuming gives the uninterrupted run's weights
+    and the same epoch-2 train ELBO (the running sums were checkpointed)."""
+    cfg = tiny(epochs=2)
+    full = Trainer(cfg, tmp_path / "full", **QUIET)
+    full.fit()
+
+    def send_sigterm(n, model, loss, terms):
+        if n == 30:  # batch 7 of epoch 2
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    count_calls(monkeypatch, send_sigterm)
+    part = Trainer(cfg, tmp_path / "part", **QUIET)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM: stopped at epoch 2, step 31") as stop:
+        part.fit()
+    assert stop.value.exit_status == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    _, meta = load_tensors(tmp_path / "part" / "checkpoint.safetensors")
+    assert (meta["epoch"], meta["step"], meta["in_epoch"]["batch"]) == (1, 31, 8)
+    monkeypatch.undo()
+    resumed = Trainer(cfg, tmp_path / "part", resume=True, **QUIET)
+    assert resumed.in_epoch.batch == 8 and resumed.in_epoch.seen == 8 * 64
+    resumed.fit()
+    for p, q in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert without_timing(resumed.history) == without_timing(full.history)
+
+
+def test_checkpoint_every_steps_writes_mid_epoch_checkpoints(tmp_path, monkeypatch):
+    saved = []
+    real_save = training.save_tensors
+    monkeypatch.setattr(training, "save_tensors",
+                        lambda path, tensors, meta: (saved.append((meta["step"], meta["in_epoch"]["batch"])),
+                                                     real_save(path, tensors, meta)))
+    cfg = merge(tiny(epochs=1), {"train": {"checkpoint_every_steps": 10}})
+    Trainer(cfg, tmp_path / "r", **QUIET).fit()
+    assert saved == [(10, 10), (20, 20), (23, 0)]  # two mid-epoch, then the end of epoch 1
+
+
+def test_non_finite_losses_are_skipped_counted_and_leave_the_model_untouched(tmp_path, monkeypatch):
+    trainer = Trainer(tiny(epochs=1), tmp_path / "r", **QUIET)
+    snapshots = {}
+
+    def poison(n, model, loss, terms):
+        if n in (3, 4):  # the state before and after the poisoned call 3
+            adam = [t.clone() for s in trainer.optimizer.state.values() for t in s.values()]
+            snapshots[n] = [p.detach().clone() for p in model.parameters()] + adam
+        if n == 3:
+            return loss * float("nan"), terms
+        if n == 10:
+            return loss * float("inf"), terms
+
+    count_calls(monkeypatch, poison)
+    trainer.fit()
+    assert trainer.skipped_steps == 2 and trainer.step == len(trainer.batches) - 2
+    assert trainer.history[-1]["skipped_steps"] == 2
+    assert len(snapshots[3]) == len(snapshots[4]) > 2 * len(list(trainer.model.parameters()))
+    for before, after in zip(snapshots[3], snapshots[4]):  # parameters and Adam moments
+        assert torch.equal(before, after)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_nan_gradients_are_caught_and_repeated_failures_stop_naming_the_term(tmp_path, monkeypatch):
+    """Finite loss, NaN gradient in the decoder (which only the reconstruction term reaches):
+    the steps are skipped; after MAX_BAD_STEPS in a row training stops, names the
+    reconstruction term, and the last good checkpoint is kept byte for byte."""
+    monkeypatch.setattr(training, "MAX_BAD_STEPS", 5)
+    Trainer(tiny(epochs=1), tmp_path / "r", **QUIET).fit()
+    checkpoint = tmp_path / "r" / "checkpoint.safetensors"
+    good = checkpoint.read_bytes()
+    trainer = Trainer(tiny(epochs=2), tmp_path / "r", resume=True, **QUIET)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.model.decoder.net.layers[-1].bias.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"the reconstruction term .* 5 steps in a row after "
+                                               r"step 23; lower --lr .*last good checkpoint kept"):
+        trainer.fit()
+    assert checkpoint.read_bytes() == good
+    assert trainer.skipped_steps == 5
+    for p, q in zip(before, trainer.model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_exploding_kl_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "MAX_BAD_STEPS", 3)
+
+    def inf_kl(n, model, loss, terms):
+        kl = terms.kl * float("inf")
+        return loss + kl.mean(), terms._replace(kl=kl, elbo=terms.elbo - kl)
+
+    count_calls(monkeypatch, inf_kl)
+    with pytest.raises(TrainingDiverged, match="the KL term"):
+        Trainer(tiny(epochs=1), tmp_path / "r", **QUIET).fit()
+    assert not (tmp_path / "r" / "checkpoint.safetensors").exists()  # nothing good to keep
+
+
+def test_absurd_learning_rate_stops_with_finite_last_checkpoint(tmp_path):
+    cfg = merge(tiny(epochs=2), {"train": {"lr": 1e10, "checkpoint_every_steps": 1}})
+    with pytest.raises(TrainingDiverged, match="reconstruction term"):
+        Trainer(cfg, tmp_path / "r", **QUIET).fit()
+    tensors, meta = load_tensors(tmp_path / "r" / "checkpoint.safetensors")
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+    assert meta["step"] >= 1
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoint.safetensors").write_bytes(b"a previous run")
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        Trainer(tiny(epochs=1), tmp_path / "r", **QUIET)
+
+
+def test_damaged_checkpoint_state_gives_a_checkpoint_error(tmp_path):
+    """A checksummed file whose contents do not fit the model (written by a faulty tool)."""
+    from vaekit.checkpoint import save_tensors
+    from vaekit.errors import CheckpointError
+
+    trainer = Trainer(tiny(epochs=1), tmp_path / "r", **QUIET)
+    trainer.run_dir.mkdir()
+    trainer._save_checkpoint()
+    path = tmp_path / "r" / "checkpoint.safetensors"
+    tensors, meta = load_tensors(path)
+    del meta["format"], meta["format_version"]
+    key = next(k for k in tensors if k.startswith("state.model."))
+    save_tensors(path, {**tensors, key: torch.zeros(3)}, meta)
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        Trainer(tiny(epochs=2), tmp_path / "r", resume=True, **QUIET)
+    save_tensors(path, {k: v for k, v in tensors.items() if k != key}, meta)
+    with pytest.raises(CheckpointError, match=f"missing tensor '{key}'"):
+        Trainer(tiny(epochs=2), tmp_path / "r", resume=True, **QUIET)

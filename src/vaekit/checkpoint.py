@@ -124,7 +124,8 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if "__tensor__" in skeleton:
             key = skeleton["__tensor__"]
             if key not in tensors:
-                raise CheckpointError(f"checkpoint is missing tensor '{key}'")
+                raise CheckpointError(f"checkpoint is missing tensor '{key}' (damaged or not written "
+                                      "by vaekit); restore a good copy or start a new run")
             return tensors[key]
         return {k: unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
     if isinstance(skeleton, list):

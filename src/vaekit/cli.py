@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, VaekitError
+from .errors import ConfigError, TrainingInterrupted, VaekitError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,6 +79,8 @@ TRAIN_OPTIONS = [
     ("--num-samples", "train", "num_samples", dict(type=int)),
     ("--seed", "train", "seed", dict(type=int)),
     ("--device", "train", "device", dict()),
+    ("--checkpoint-every", "train", "checkpoint_every_steps",
+     dict(type=int, help="also checkpoint every N optimizer steps (default 0: once per epoch)")),
 ]
 
 
@@ -297,6 +299,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _check_output_dir(args: argparse.Namespace) -> None:
+    """An output file must go into an existing directory (checked before any work is done)."""
+    out = getattr(args, "out", None)
+    if args.command != "train" and out and not Path(out).parent.is_dir():
+        raise ConfigError(f"--out {out}: directory {Path(out).parent} does not exist; create it first")
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -317,10 +326,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if unknown:
             raise parser.subcommands[args.command].unknown_options(unknown)
+        _check_output_dir(args)
         return COMMANDS[args.command](args)
     except VaekitError as err:
-        print(f"vaekit: error: {err}", file=sys.stderr)
+        print(f"vaekit: error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        print(f"vaekit: {stop}", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
@@ -18,24 +18,29 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 from .errors import ConfigError
 
 CONFIG_VERSION = 1
+MAX_SEED = 2**32 - 1  # seeds are combined with epoch numbers and split offsets in 64-bit RNG seeds
+
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    # allow_inf_nan=False: an lr of inf or a scale of nan is a typo, not a setting
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True,
+                              allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
-    name: str = "digits"  # a registered data set (digits, mnist, ...) or a path to user data
+    name: str = Field("digits", min_length=1)  # a registered data set (digits, mnist, ...) or a path to user data
     data_dir: str | None = None  # where the data set's files are (else a cache directory)
     binarize: Literal["auto", "dynamic", "static", "none"] = "auto"  # auto: dynamic for grey under Bernoulli
     val_fraction: float = Field(0.1, gt=0, lt=0.5)  # held out from the training split
-    split_seed: int = 0  # seed of the train/validation split and of the fixed binarization
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the train/validation split and of the fixed binarization
     download: bool = True  # download registered data sets when their files are missing
 
 
 class ModelConfig(_Strict):
     arch: Literal["mlp", "conv"] = "mlp"  # network family of encoder and decoder
-    hidden: tuple[int, ...] | None = None  # MLP hidden sizes (None: the data set's default)
+    hidden: tuple[PositiveInt, ...] | None = None  # MLP hidden sizes (None: the data set's default)
     latent_dim: int | None = Field(None, gt=0)  # dimension of z (None: the data set's default)
     activation: Literal["relu", "elu", "gelu", "tanh", "silu"] = "relu"
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
@@ -97,9 +102,10 @@ class TrainConfig(_Strict):
     # reparameterized encoder gradient (Tucker et al. 2019)
     objective: Literal["elbo", "iwae", "iwae-dreg"] = "elbo"
     num_samples: int = Field(1, gt=0)  # Monte Carlo samples of z per example in the objective
-    seed: int = 0  # seeds initialisation, shuffling and dynamic binarization
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)
+    checkpoint_every_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N steps (0: per epoch)
 
     @model_validator(mode="after")
     def _iwae_is_a_plain_bound(self):
@@ -115,6 +121,15 @@ class RunConfig(_Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        if not 1 <= version <= CONFIG_VERSION:
+            raise ValueError(f"config version {version} is not supported by this vaekit (it reads "
+                             f"version {CONFIG_VERSION}); upgrade vaekit or write a version "
+                             f"{CONFIG_VERSION} config")
+        return version
 
 
 # Defaults that depend on the data set: small images want a small model and many epochs.
@@ -132,14 +147,19 @@ USER_DATA_DEFAULTS: dict[str, Any] = {"hidden": (256, 256), "latent_dim": 10, "e
 def _format_error(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "config"
+        key = _one_line(".".join(str(p) for p in e["loc"]) or "config")
         if e["type"] == "extra_forbidden":
             parent = _section_fields(e["loc"][:-1])
             valid = ", ".join(parent) if parent else ""
             parts.append(f"unknown key '{key}'" + (f" (valid keys: {valid})" if valid else ""))
         else:
-            parts.append(f"{key}: {e['msg']}")
+            parts.append(f"{key}: {_one_line(e['msg'])}")
     return "invalid config: " + "; ".join(parts)
+
+
+def _one_line(text: str) -> str:
+    """Keys and values from a user's file may hold line breaks; error messages must not."""
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
 
 def _section_fields(loc: tuple) -> list[str]:
@@ -176,8 +196,10 @@ def load_config_file(path: str | Path) -> RunConfig:
             values = json.loads(text)
         else:
             raise ConfigError(f"{path}: unsupported config type '{path.suffix}' (use .toml or .json)")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot parse config ({err})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ConfigError(f"{path}: cannot parse config ({_one_line(str(err))})") from None
     return config_from_dict(values)
 
 

@@ -17,3 +17,20 @@ class ConfigError(VaekitError):
 
 class CheckpointError(VaekitError):
     """A run directory or checkpoint that is missing, corrupt, untrusted or incompatible."""
+
+
+class TrainingDiverged(VaekitError):
+    """The loss or its gradients stayed non-finite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint. Not an error: the CLI
+    prints the message (where the checkpoint is, how to resume) and exits with 128 + signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_tensors, save_tensors, unflatten_state
-from .config import RunConfig
-from .errors import CheckpointError, DataError
+from .config import RunConfig, config_from_dict
+from .errors import CheckpointError, ConfigError, DataError
 from .images import save_grid
 from .latents import slerp
 from .model import VAE, build_model, posterior_mean
@@ -51,9 +51,10 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
             "pass the --out directory of a `vaekit train` run"
         )
     try:
-        config = RunConfig.model_validate(meta["config"])
-    except Exception as err:  # noqa: BLE001 - any schema problem means an incompatible file
-        raise CheckpointError(f"{run_dir}: config in the checkpoint is invalid ({err})") from None
+        config = config_from_dict(meta.get("config"))
+    except ConfigError as err:
+        raise CheckpointError(f"{run_dir}: config in the checkpoint is invalid ({err}); it may "
+                              "come from another vaekit version") from None
     data_shape = tuple(meta.get("data_shape") or _data_shape_from(run_dir))
     model = build_model(config.model, data_shape)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -23,15 +23,16 @@ from .batches import TensorBatches
 from .checkpoint import atomic_write_bytes, flatten_state, load_tensors, save_tensors, unflatten_state
 from .config import RunConfig, resolve, save_config
 from .data import Dataset, binarize_fixed, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, VaekitError
+from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .evaluation import evaluate_elbo
+from .interrupts import StopSignals, signal_name
 from .model import VAE, build_model
-from .objectives import training_loss
+from .objectives import ElboTerms, training_loss
 from .runs import save_weights, write_pictures
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
-MAX_BAD_STEPS = 20  # consecutive non-finite losses before training stops
+MAX_BAD_STEPS = 20  # consecutive non-finite losses or gradients before training stops
 
 
 @dataclass
@@ -91,6 +92,49 @@ def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.o
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+@dataclass
+class EpochProgress:
+    """Where the loop is inside the current epoch: batches consumed (taken or skipped), and the
+    running sums of the ELBO terms over the examples of the steps taken, so that a checkpoint
+    written mid-epoch resumes with the same epoch metrics as the uninterrupted run."""
+
+    batch: int = 0
+    seen: int = 0
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(3))  # elbo, reconstruction, kl
+    bad_in_a_row: int = 0  # consecutive skipped steps
+
+
+def grad_norm(model: nn.Module) -> torch.Tensor:
+    """||g||_2 over all parameter gradients (one fused reduction, no host sync); non-finite iff
+    some gradient is."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads, foreach=True)
+
+
+def exploding_term(model: VAE, x: torch.Tensor, loss_kwargs: dict) -> str:
+    """Names the term of the ELBO that exploded on batch ``x``: "reconstruction" or "KL",
+    whichever is not finite in value, else in gradient, else (each finite but their sum
+    overflowing) the larger in value or gradient norm. Only called when training stops, so its
+    extra backward passes cost nothing in the loop."""
+    _loss, terms = training_loss(model, x, **loss_kwargs)
+    named = {"reconstruction": terms.reconstruction, "KL": terms.kl}
+    for name, term in named.items():
+        if not bool(torch.isfinite(term).all()):
+            return name
+    params = [p for p in model.parameters() if p.requires_grad]
+    size = {}
+    for name, term in named.items():
+        grads = [g for g in torch.autograd.grad(term.mean(), params, retain_graph=True,
+                                                allow_unused=True) if g is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if not bool(torch.isfinite(norm)):
+            return name
+        size[name] = max(float(term.abs().max()), float(norm))
+    return max(size, key=size.get)
+
+
 def default_run_dir(config: RunConfig) -> Path:
     name = Path(config.data.name).stem if Path(config.data.name).exists() else config.data.name
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -123,8 +167,11 @@ class Trainer:
         self.log = log if self.is_main else (lambda _msg: None)
         self.progress = progress and self.is_main
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        self._check_run_dir(resume)
         if resume and (self.run_dir / CHECKPOINT).exists():
             config = self._config_for_resume(config)
+        elif resume:
+            self.log(f"no checkpoint in {self.run_dir} yet; starting the run from the beginning")
         self.dataset = dataset or load_dataset(
             config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
             split_seed=config.data.split_seed, download=config.data.download,
@@ -156,16 +203,31 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
         self.skipped_steps = 0
+        self.in_epoch = EpochProgress()
         self.history: list[dict] = []
         self.resumed = False
+        self.stop = StopSignals()  # entered by fit(); outside it, never requested
         if resume and (self.run_dir / CHECKPOINT).exists():
             self._load_checkpoint()
 
     # -- resume --------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> None:
+        """Refuses a run directory that is a file, or that already holds a run when not resuming
+        (training there would overwrite its checkpoint)."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"--out {self.run_dir} is a file; give a directory for the run")
+        if not resume and (self.run_dir / CHECKPOINT).exists():
+            raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it "
+                              "or choose another --out")
+
     def _config_for_resume(self, config: RunConfig) -> RunConfig:
         """The run's saved config; only the number of epochs may be raised on resume."""
         _, meta = load_tensors(self.run_dir / CHECKPOINT)
-        saved = RunConfig.model_validate(meta["config"])
+        try:
+            saved = RunConfig.model_validate(meta["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: its config is missing or invalid "
+                                  f"({' '.join(str(err).split())}); start a new run") from None
         if config.train.epochs is not None and config.train.epochs != saved.train.epochs:
             return saved.model_copy(update={"train": saved.train.model_copy(
                 update={"epochs": config.train.epochs})})
@@ -177,23 +239,38 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: does not match the model ({err})") from None
-        torch.set_rng_state(state["rng"]["torch"])
-        self.epoch, self.step = meta["epoch"], meta["step"]
+            torch.set_rng_state(state["rng"]["torch"])
+            self.epoch, self.step = int(meta["epoch"]), int(meta["step"])
+            position = meta.get("in_epoch", {})
+            self.in_epoch = EpochProgress(
+                batch=int(position.get("batch", 0)), seen=int(position.get("seen", 0)),
+                sums=state.get("in_epoch_sums", torch.zeros(3)).clone(),
+                bad_in_a_row=int(position.get("bad_in_a_row", 0)))
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{self.run_dir / CHECKPOINT}: does not match the model "
+                                  f"({' '.join(str(err).split())}); start a new run") from None
         self.skipped_steps = meta.get("skipped_steps", 0)
         self.history = meta.get("history", [])
         self.resumed = True
-        self.log(f"resumed from {self.run_dir / CHECKPOINT} at epoch {self.epoch}, step {self.step}")
+        where = f", batch {self.in_epoch.batch} of epoch {self.epoch + 1}" if self.in_epoch.batch else ""
+        self.log(f"resumed from {self.run_dir / CHECKPOINT} at epoch {self.epoch}, step {self.step}{where}")
 
     def _save_checkpoint(self) -> None:
+        """Writes everything needed to continue exactly from the current step, including the
+        position within the epoch. A model with non-finite parameters is never saved over the
+        last good checkpoint."""
         if not self.is_main:
             return
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(
+                f"training diverged: the parameters are no longer finite at step {self.step}; "
+                f"lower --lr (last good checkpoint kept in {self.run_dir / CHECKPOINT})")
         tensors: dict[str, torch.Tensor] = {}
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
+            "in_epoch_sums": self.in_epoch.sums,
         }
         skeleton = flatten_state(state, "state", tensors)
         meta = {
@@ -201,6 +278,8 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "skipped_steps": self.skipped_steps,
+            "in_epoch": {"batch": self.in_epoch.batch, "seen": self.in_epoch.seen,
+                         "bad_in_a_row": self.in_epoch.bad_in_a_row},
             "history": self.history,
             "versions": {"vaekit": __version__, "torch": torch.__version__},
             "state": skeleton,
@@ -215,48 +294,88 @@ class Trainer:
         warmup_steps = tc.kl_warmup_epochs * len(self.batches)
         return tc.beta * min(1.0, (self.step + 1) / warmup_steps)
 
+    def _loss_kwargs(self) -> dict:
+        tc = self.config.train
+        return dict(objective=tc.objective, beta=self._beta(), free_bits=tc.free_bits,
+                    num_samples=tc.num_samples)
+
+    def _train_step(self, x: torch.Tensor) -> tuple[torch.Tensor, ElboTerms] | None:
+        """One optimizer step on ``x``; None when the loss or a gradient is not finite, in which
+        case the step is skipped (parameters and Adam moments untouched) and counted. One host
+        sync per step checks both: loss + ||g|| is finite iff each is."""
+        loss, terms = training_loss(self.model, x, **self._loss_kwargs())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not bool(torch.isfinite(loss.detach() + grad_norm(self.model))):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        return loss, terms
+
+    def _skipped(self, x: torch.Tensor) -> None:
+        self.skipped_steps += 1
+        self.in_epoch.bad_in_a_row += 1
+        if self.in_epoch.bad_in_a_row >= MAX_BAD_STEPS:
+            term = exploding_term(self.model, x, self._loss_kwargs())
+            raise TrainingDiverged(
+                f"training diverged: the {term} term (or its gradient) exploded, giving a "
+                f"non-finite loss or gradient for "
+                f"{self.in_epoch.bad_in_a_row} steps in a row after step {self.step}; lower --lr or "
+                f"check the data (last good checkpoint kept in {self.run_dir / CHECKPOINT})")
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal arrived (a hook for DDP, where all ranks must agree)."""
+        return self.stop.requested
+
+    def _interrupt(self) -> None:
+        """Saves a checkpoint at the current step and stops with a message saying how to resume."""
+        self._save_checkpoint()
+        self._write_metrics()
+        name = signal_name(self.stop.received)
+        raise TrainingInterrupted(
+            f"{name}: stopped at epoch {self.epoch + 1}, step {self.step}; checkpoint saved to "
+            f"{self.run_dir / CHECKPOINT}; continue with: vaekit train --out {self.run_dir} --resume",
+            self.stop.received)
+
     def _train_epoch(self) -> dict:
+        """Trains on the rest of the current epoch (all of it unless resumed mid-epoch) and
+        returns its mean train ELBO terms."""
         tc = self.config.train
         self.model.train()
-        sums = torch.zeros(3, device=self.device)  # elbo, reconstruction, kl, summed over examples
-        seen = 0
-        bad_in_a_row = 0
+        progress = self.in_epoch
+        progress.sums = progress.sums.to(self.device)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(self.batches), desc=f"epoch {self.epoch + 1}/{tc.epochs}",
-                       leave=False, dynamic_ncols=True)
-        for x in self.batches.iterate(self.epoch):
+            bar = tqdm(total=len(self.batches), initial=progress.batch, leave=False,
+                       desc=f"epoch {self.epoch + 1}/{tc.epochs}", dynamic_ncols=True)
+        for x in self.batches.iterate(self.epoch, progress.batch):
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
-            loss, terms = training_loss(self.model, x, objective=tc.objective, beta=self._beta(),
-                                        free_bits=tc.free_bits, num_samples=tc.num_samples)
-            if not torch.isfinite(loss):
-                self.skipped_steps += 1
-                bad_in_a_row += 1
-                if bad_in_a_row >= MAX_BAD_STEPS:
-                    term = "reconstruction" if not torch.isfinite(terms.reconstruction).all() else "KL"
-                    raise VaekitError(
-                        f"training diverged: the {term} term was not finite for {bad_in_a_row} "
-                        f"steps in a row; lower --lr (last good checkpoint kept in {self.run_dir})"
-                    )
-                continue
-            bad_in_a_row = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
-            with torch.no_grad():
-                sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
-            seen += len(x)
+            result = self._train_step(x)
+            progress.batch += 1
+            if result is None:
+                self._skipped(x)
+            else:
+                loss, terms = result
+                self.step += 1
+                progress.bad_in_a_row = 0
+                with torch.no_grad():
+                    progress.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(),
+                                                  terms.kl.sum()])
+                progress.seen += len(x)
+                if tc.checkpoint_every_steps and self.step % tc.checkpoint_every_steps == 0:
+                    self._save_checkpoint()
             if bar is not None:
                 bar.update()
-                if self.step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.2f}")
+                if result is not None and self.step % 20 == 0:
+                    bar.set_postfix(loss=f"{result[0].item():.2f}")
+            if self._stop_requested():
+                self._interrupt()
         if bar is not None:
             bar.close()
-        sums = sums.cpu() / max(seen, 1)
+        sums = progress.sums.cpu() / max(progress.seen, 1)
         return {"train_elbo": float(sums[0]), "train_reconstruction": float(sums[1]),
                 "train_kl": float(sums[2])}
 
@@ -271,12 +390,21 @@ class Trainer:
                          f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
                          f"{len(self.dataset.test)} test, likelihood {self.config.model.likelihood}, "
                          f"binarize {self.config.data.binarize}, device {self.device}")
+        with self.stop:
+            self._train_epochs()
+        if self.is_main:
+            self._finish()
+        return self.run_dir
+
+    def _train_epochs(self) -> None:
+        tc = self.config.train
         while self.epoch < tc.epochs:
             start = time.perf_counter()
             metrics = self._train_epoch()
             seconds = time.perf_counter() - start
             val = evaluate_elbo(self.model, self.data.val, batch_size=tc.eval_batch_size)
             self.epoch += 1
+            self.in_epoch = EpochProgress(bad_in_a_row=self.in_epoch.bad_in_a_row)
             metrics = {"epoch": self.epoch, "step": self.step, **metrics,
                        "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
                        "val_kl": val["kl"], "beta": self._beta(), "seconds": seconds,
@@ -288,9 +416,8 @@ class Trainer:
                      f"KL {val['kl']:.2f})  {seconds:.1f}s")
             self._save_checkpoint()
             self._write_metrics()
-        if self.is_main:
-            self._finish()
-        return self.run_dir
+            if self._stop_requested():
+                self._interrupt()
 
     def _write_metrics(self) -> None:
         if self.is_main:
