@@ -70,6 +70,10 @@ TRAIN_OPTIONS = [
     ("--num-samples", "train", "num_samples", dict(type=int)),
     ("--seed", "train", "seed", dict(type=int)),
     ("--device", "train", "device", dict()),
+    ("--precision", "train", "precision", dict(choices=["fp32", "bf16", "fp16"],
+                                               help="autocast of the training step (mixed precision)")),
+    ("--compile", "train", "compile", dict(action="store_const", const=True,
+                                           help="torch.compile the training loss")),
 ]
 
 
@@ -86,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="train with N processes on this machine (wraps torchrun; global batch "
+                        "= --batch-size, split over the processes)")
 
     p = sub.add_parser("sample", allow_abbrev=False, help="decode samples from the prior")
     p.add_argument("run_dir")
@@ -133,13 +140,35 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 def cmd_train(args) -> int:
     from .config import RunConfig, load_config_file, merge
-    from .training import train
+    from .distributed import (checkpoint_exists, launched_by_torchrun, process_group,
+                              restart_count, torchrun_command)
+    from .training import CHECKPOINT, train
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ConfigError("--nproc must be at least 1")
+        if launched_by_torchrun():
+            raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
+        import subprocess
+
+        return subprocess.call(torchrun_command(args.argv, args.nproc))
     base = load_config_file(args.config) if args.config else RunConfig()
     config = merge(base, _overrides(args))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-    train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    if launched_by_torchrun() and not args.out:
+        raise ConfigError("under torchrun pass --out RUN_DIR: every worker, and every restarted "
+                          "worker, must find the same run directory")
+    with process_group(config.train.device) as group:
+        # under torchrun a checkpoint in --out means a restarted (or re-launched) job: continue it
+        resume = args.resume or (group.active and checkpoint_exists(args.out, CHECKPOINT,
+                                                                    group.device))
+        if group.active and group.is_main and (restart_count() or resume):
+            print(f"torchrun attempt {restart_count() + 1}: "
+                  + ("resuming from the checkpoint in " + args.out if resume else "no checkpoint yet"),
+                  flush=True)
+        # no device rewrite: the worker's GPU is the current CUDA device (set by process_group)
+        train(config, args.out, resume=resume, progress=not args.no_progress)
     return 0
 
 
@@ -252,12 +281,17 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .distributed import process_group
     from .evaluation import evaluate_elbo
     from .runs import load, run_data
 
-    model = load(args.run_dir)
-    x, _ = run_data(model, args.data, args.data_dir, args.split)
-    result = {"split": args.split, **evaluate_elbo(model, x, batch_size=args.batch_size)}
+    with process_group() as group:  # under torchrun the batches are spread over the workers
+        model = load(args.run_dir, device=group.device or "cpu")
+        x, _ = run_data(model, args.data, args.data_dir, args.split)
+        result = {"split": args.split,
+                  **evaluate_elbo(model, x, batch_size=args.batch_size, distributed=True)}
+    if not group.is_main:
+        return 0
     if args.json:
         print(json.dumps(result))
     else:
@@ -287,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if unknown:
             raise parser.subcommands[args.command].unknown_options(unknown)
+        args.argv = list(argv)
         return COMMANDS[args.command](args)
     except VaekitError as err:
         print(f"vaekit: error: {err}", file=sys.stderr)

@@ -79,6 +79,8 @@ class TrainConfig(_Strict):
     seed: int = 0  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the training step's networks
+    compile: bool = False  # torch.compile the training loss (first steps slower, later faster)
 
 
 class RunConfig(_Strict):

@@ -23,10 +23,12 @@ from .batches import TensorBatches
 from .checkpoint import atomic_write_bytes, flatten_state, load_tensors, save_tensors, unflatten_state
 from .config import RunConfig, resolve, save_config
 from .data import Dataset, binarize_fixed, load_dataset
+from .distributed import (all_ranks_agree, all_reduce_sum, describe_batch, per_rank_batch_size,
+                          rank_and_world_size, rank_seed, wrap_for_training)
 from .errors import CheckpointError, ConfigError, DataError, VaekitError
 from .evaluation import evaluate_elbo
 from .model import VAE, build_model
-from .objectives import training_loss
+from .precision import grad_scaler
 from .runs import save_weights, write_pictures
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -96,10 +98,7 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+dist_rank_world = rank_and_world_size  # (rank, world size) of the process group, (0, 1) without
 
 
 class Trainer:
@@ -144,8 +143,8 @@ class Trainer:
                 f"--batch-size {tc.batch_size} is larger than the training set "
                 f"({len(self.train_x)} examples); use a smaller batch"
             )
-        self.batches = TensorBatches(self.train_x, tc.batch_size, seed=tc.seed, rank=self.rank,
-                                     world_size=self.world_size)
+        self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
+                                     seed=tc.seed, rank=self.rank, world_size=self.world_size)
         self.optimizer = make_optimizer(self.model, tc.lr, self.device)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
@@ -154,6 +153,17 @@ class Trainer:
         self.resumed = False
         if resume and (self.run_dir / CHECKPOINT).exists():
             self._load_checkpoint()
+        self._prepare_parallel_step()
+
+    def _prepare_parallel_step(self) -> None:
+        """The loss module (inside DDP under a process group, autocast, compiled when asked),
+        the fp16 loss scaler, and a distinct noise stream for every rank but rank 0."""
+        tc = self.config.train
+        self.loss_module = wrap_for_training(self.model, self.device, precision=tc.precision,
+                                             compile=tc.compile)
+        self.scaler = grad_scaler(self.device, tc.precision)
+        if self.rank > 0:
+            torch.manual_seed(rank_seed(tc.seed, self.rank, self.step))
 
     # -- resume --------------------------------------------------------------------------
     def _config_for_resume(self, config: RunConfig) -> RunConfig:
@@ -224,9 +234,9 @@ class Trainer:
         for x in self.batches.iterate(self.epoch):
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
-            loss, terms = training_loss(self.model, x, beta=self._beta(),
-                                        free_bits=tc.free_bits, num_samples=tc.num_samples)
-            if not torch.isfinite(loss):
+            loss, terms = self.loss_module(x, beta=self._beta(), free_bits=tc.free_bits,
+                                           num_samples=tc.num_samples)
+            if not all_ranks_agree(torch.isfinite(loss), self.device):
                 self.skipped_steps += 1
                 bad_in_a_row += 1
                 if bad_in_a_row >= MAX_BAD_STEPS:
@@ -238,8 +248,9 @@ class Trainer:
                 continue
             bad_in_a_row = 0
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()  # DDP all-reduces the gradients here
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.step += 1
             with torch.no_grad():
                 sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(), terms.kl.sum()])
@@ -250,7 +261,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss.item():.2f}")
         if bar is not None:
             bar.close()
-        sums = sums.cpu() / max(seen, 1)
+        totals = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], device=self.device)]))
+        sums, seen = totals[:3].cpu(), int(totals[3])  # over all ranks: full-data values
+        sums = sums / max(seen, 1)
         return {"train_elbo": float(sums[0]), "train_reconstruction": float(sums[1]),
                 "train_kl": float(sums[2])}
 
@@ -265,11 +278,14 @@ class Trainer:
                          f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
                          f"{len(self.dataset.test)} test, likelihood {self.config.model.likelihood}, "
                          f"binarize {self.config.data.binarize}, device {self.device}")
+            self.log(describe_batch(tc.batch_size, self.world_size, tc.lr)
+                     + (f", precision {tc.precision}" if tc.precision != "fp32" else "")
+                     + (", compiled" if tc.compile else ""))
         while self.epoch < tc.epochs:
             start = time.perf_counter()
             metrics = self._train_epoch()
             seconds = time.perf_counter() - start
-            val = evaluate_elbo(self.model, self.data.val, batch_size=tc.eval_batch_size)
+            val = self._evaluate(self.data.val)
             self.epoch += 1
             metrics = {"epoch": self.epoch, "step": self.step, **metrics,
                        "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
@@ -282,19 +298,23 @@ class Trainer:
                      f"KL {val['kl']:.2f})  {seconds:.1f}s")
             self._save_checkpoint()
             self._write_metrics()
+        test = self._evaluate(self.data.test)  # every rank takes part; rank 0 writes
         if self.is_main:
-            self._finish()
+            self._finish(test)
         return self.run_dir
+
+    def _evaluate(self, x: torch.Tensor) -> dict:
+        return evaluate_elbo(self.model, x, batch_size=self.config.train.eval_batch_size,
+                             distributed=True)
 
     def _write_metrics(self) -> None:
         if self.is_main:
             lines = "".join(json.dumps(m) + "\n" for m in self.history)
             atomic_write_bytes(self.run_dir / METRICS, lines.encode())
 
-    def _finish(self) -> None:
+    def _finish(self, test: dict) -> None:
         self.model.eval()
         save_weights(self.model, self.config, self.dataset, self.run_dir / "model.safetensors")
-        test = evaluate_elbo(self.model, self.data.test, batch_size=self.config.train.eval_batch_size)
         results = {"split": "test", **test}
         atomic_write_bytes(self.run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
         if self.dataset.is_image:
