@@ -15,6 +15,9 @@ GPUS_PER_NODE=4
 HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 RUN_DIR=${RUN_DIR:-$PWD/runs/mnist-ddp-$SLURM_JOB_ID}   # must be on a filesystem all nodes share
 
+# every restart attempt gets its own rendezvous store (pytorch/pytorch#135712)
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+
 # --batch-size is the global batch: 512 = 8 GPUs x 64 per GPU.
 # A re-submitted job with the same RUN_DIR continues from its checkpoint automatically.
 srun torchrun \

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit.config import RunConfig, merge
 from vaekit.distributed import (launched_by_torchrun, my_batches, per_rank_batch_size,
-                                rank_device, torchrun_command)
+                                rank_device, torchrun_command, torchrun_env)
 from vaekit.errors import ConfigError
 from vaekit.evaluation import evaluate_elbo
 from vaekit.model import build_model
@@ -44,7 +44,7 @@ def free_port() -> int:
 
 def job_env(**extra: str) -> dict:
     # loopback only; one thread per worker on a shared 2-core machine
-    return {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", **extra}
+    return {**torchrun_env(), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", **extra}
 
 
 def run_job(cmd: list[str], env: dict, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -141,7 +141,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 def cmd_train(args) -> int:
     from .config import RunConfig, load_config_file, merge
     from .distributed import (checkpoint_exists, launched_by_torchrun, process_group,
-                              restart_count, torchrun_command)
+                              restart_caveat, restart_count, torchrun_command, torchrun_env)
     from .training import CHECKPOINT, train
 
     if args.nproc is not None:
@@ -151,7 +151,7 @@ def cmd_train(args) -> int:
             raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
         import subprocess
 
-        return subprocess.call(torchrun_command(args.argv, args.nproc))
+        return subprocess.call(torchrun_command(args.argv, args.nproc), env=torchrun_env())
     base = load_config_file(args.config) if args.config else RunConfig()
     config = merge(base, _overrides(args))
     if args.resume and not args.out:
@@ -163,6 +163,8 @@ def cmd_train(args) -> int:
         # under torchrun a checkpoint in --out means a restarted (or re-launched) job: continue it
         resume = args.resume or (group.active and checkpoint_exists(args.out, CHECKPOINT,
                                                                     group.device))
+        if group.active and group.is_main and restart_caveat():
+            print(restart_caveat(), flush=True)
         if group.active and group.is_main and (restart_count() or resume):
             print(f"torchrun attempt {restart_count() + 1}: "
                   + ("resuming from the checkpoint in " + args.out if resume else "no checkpoint yet"),

@@ -30,6 +30,20 @@ from .objectives import ElboTerms, training_loss
 from .precision import autocast, keep_distributions_float32
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every worker
+# torchrun's c10d rendezvous shares its key-value store with the workers by default, and a
+# restarted group can then read keys left by the previous attempt and connect to dead peers
+# (pytorch/pytorch#135712); this variable, read by torchrun itself, gives every attempt its
+# own store. `vaekit train --nproc` sets it; set it yourself when calling torchrun.
+FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
+
+def restart_caveat() -> str | None:
+    """A warning when torchrun may restart workers over a store shared across attempts."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return (f"note: restarts may fail to reconnect over torchrun's shared store; export "
+                f"{FRESH_STORE_ENV}=1 before torchrun (pytorch/pytorch#135712)")
+    return None
 
 
 def launched_by_torchrun(environ: dict | None = None) -> bool:
@@ -214,6 +228,10 @@ def wrap_for_training(model: nn.Module, device: torch.device, *, precision: str 
 
 
 # -- launching -----------------------------------------------------------------------------
+def torchrun_env() -> dict[str, str]:
+    return {**os.environ, FRESH_STORE_ENV: os.environ.get(FRESH_STORE_ENV, "1")}
+
+
 def torchrun_command(argv: Sequence[str], nproc: int, *, max_restarts: int = 0) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc-per-node N -m vaekit <argv>``
     with ``--nproc`` removed from ``argv``: one machine, a free port picked by torchrun."""
