@@ -81,6 +81,10 @@ TRAIN_OPTIONS = [
     ("--device", "train", "device", dict()),
     ("--checkpoint-every", "train", "checkpoint_every_steps",
      dict(type=int, help="also checkpoint every N optimizer steps (default 0: once per epoch)")),
+    ("--precision", "train", "precision", dict(choices=["fp32", "bf16", "fp16"],
+                                               help="autocast of the training step (mixed precision)")),
+    ("--compile", "train", "compile", dict(action="store_const", const=True,
+                                           help="torch.compile the training loss")),
 ]
 
 
@@ -97,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="train with N processes on this machine (wraps torchrun; global batch "
+                        "= --batch-size, split over the processes)")
 
     p = sub.add_parser("sample", allow_abbrev=False, help="decode samples from the prior")
     p.add_argument("run_dir")
@@ -151,13 +158,37 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 def cmd_train(args) -> int:
     from .config import RunConfig, load_config_file, merge
-    from .training import train
+    from .distributed import (checkpoint_exists, launched_by_torchrun, process_group,
+                              restart_caveat, restart_count, torchrun_command, torchrun_env)
+    from .training import CHECKPOINT, train
 
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ConfigError("--nproc must be at least 1")
+        if launched_by_torchrun():
+            raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
+        import subprocess
+
+        return subprocess.call(torchrun_command(args.argv, args.nproc), env=torchrun_env())
     base = load_config_file(args.config) if args.config else RunConfig()
     config = merge(base, _overrides(args))
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-    train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    if launched_by_torchrun() and not args.out:
+        raise ConfigError("under torchrun pass --out RUN_DIR: every worker, and every restarted "
+                          "worker, must find the same run directory")
+    with process_group(config.train.device) as group:
+        # under torchrun a checkpoint in --out means a restarted (or re-launched) job: continue it
+        resume = args.resume or (group.active and checkpoint_exists(args.out, CHECKPOINT,
+                                                                    group.device))
+        if group.active and group.is_main and restart_caveat():
+            print(restart_caveat(), flush=True)
+        if group.active and group.is_main and (restart_count() or resume):
+            print(f"torchrun attempt {restart_count() + 1}: "
+                  + ("resuming from the checkpoint in " + args.out if resume else "no checkpoint yet"),
+                  flush=True)
+        # no device rewrite: the worker's GPU is the current CUDA device (set by process_group)
+        train(config, args.out, resume=resume, progress=not args.no_progress)
     return 0
 
 
@@ -270,19 +301,24 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .distributed import process_group
     from .evaluation import evaluate_model
     from .runs import load, run_data
 
     if args.num_samples < 0:
         raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
     _check_count(args.num_examples, "--num-examples")
-    model = load(args.run_dir)
-    x, _ = run_data(model, args.data, args.data_dir, args.split)
-    if args.num_examples:
-        x = x[: args.num_examples]
-    result = {"split": args.split, **evaluate_model(
-        model, x, num_samples=args.num_samples, batch_size=args.batch_size,
-        is_image=bool(model.info.get("is_image")), seed=args.seed, progress=not args.no_progress)}
+    with process_group() as group:  # under torchrun the batches are spread over the workers
+        model = load(args.run_dir, device=group.device or "cpu")
+        x, _ = run_data(model, args.data, args.data_dir, args.split)
+        if args.num_examples:
+            x = x[: args.num_examples]
+        result = {"split": args.split, **evaluate_model(
+            model, x, num_samples=args.num_samples, batch_size=args.batch_size,
+            is_image=bool(model.info.get("is_image")), seed=args.seed,
+            progress=not args.no_progress and group.is_main, distributed=group.active)}
+    if not group.is_main:
+        return 0
     if args.json:
         print(json.dumps(result))
         return 0
@@ -327,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise parser.subcommands[args.command].unknown_options(unknown)
         _check_output_dir(args)
+        args.argv = list(argv)
         return COMMANDS[args.command](args)
     except VaekitError as err:
         print(f"vaekit: error: {' '.join(str(err).splitlines())}", file=sys.stderr)

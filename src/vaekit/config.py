@@ -106,6 +106,8 @@ class TrainConfig(_Strict):
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)
     checkpoint_every_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N steps (0: per epoch)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the training step's networks
+    compile: bool = False  # torch.compile the training loss (first steps slower, later faster)
 
     @model_validator(mode="after")
     def _iwae_is_a_plain_bound(self):

@@ -30,24 +30,49 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def batch_seed(seed: int, batch: int) -> int:
+    return seed * 1_000_003 + batch
+
+
+@torch.no_grad()
+def map_batches(fn, x: torch.Tensor, *, batch_size: int, seed: int, device: torch.device,
+                distributed: bool = False) -> torch.Tensor:
+    """Per-example values ``fn(x_b)`` over ``x [N, ...]`` in batches of ``batch_size``, each
+    batch b run under its own RNG seed (``seed``, b); returns ``[N, ...]`` in the order of ``x``
+    (on the CPU). With ``distributed`` (and a process group up) rank r computes batches
+    r, r + W, ... and the results are gathered on every rank: because each batch's noise
+    depends only on (seed, b), the values equal those of a single process. Generic over the
+    estimate: the ELBO here, importance-sampled log-likelihoods the same way."""
+    from .distributed import gather_batches, my_batches
+
+    num_batches = -(-len(x) // batch_size)
+    local = {}
+    for b in my_batches(num_batches, shard=distributed):
+        with seeded(batch_seed(seed, b), device):
+            local[b] = fn(x[b * batch_size : (b + 1) * batch_size].to(device)).cpu()
+    values = gather_batches(local, num_batches) if distributed else [local[b] for b in local]
+    return torch.cat(values) if values else torch.zeros(0)
+
+
 @torch.no_grad()
 def evaluate_elbo(model, x: torch.Tensor, *, batch_size: int = 1000, num_samples: int = 1,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, distributed: bool = False) -> dict:
     """Mean over examples of ELBO(x), E_q[log p(x|z)] and KL(q(z|x) || p(z)), in nats per
     example, plus ``num_examples``. ``x``: ``[N, *data_shape]`` (already binarized if the model
-    was trained on binarized data)."""
+    was trained on binarized data). ``distributed``: spread the batches over the ranks of the
+    process group (every rank must call it; all get the same result)."""
     was_training = model.training
     model.eval()
-    device = model_device(model)
-    sums = torch.zeros(3, dtype=torch.float64)
-    with seeded(seed, device):
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].to(device)
-            terms = elbo_terms(model, xb, num_samples)
-            sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(),
-                                 terms.kl.sum()]).double().cpu()
+
+    def terms(xb: torch.Tensor) -> torch.Tensor:  # [b, 3]
+        t = elbo_terms(model, xb, num_samples)
+        return torch.stack([t.elbo, t.reconstruction, t.kl], -1).double()
+
+    values = map_batches(terms, x, batch_size=batch_size, seed=seed, device=model_device(model),
+                         distributed=distributed)
     model.train(was_training)
     n = max(len(x), 1)
+    sums = values.sum(0) if len(values) else torch.zeros(3, dtype=torch.float64)
     return {"elbo": float(sums[0] / n), "reconstruction": float(sums[1] / n),
             "kl": float(sums[2] / n), "num_examples": len(x)}
 
@@ -251,17 +276,31 @@ DEFAULT_NUM_SAMPLES = 100
 
 def evaluate_model(model, x: torch.Tensor, *, num_samples: int = DEFAULT_NUM_SAMPLES,
                    batch_size: int = 1000, is_image: bool = False, seed: int = 0,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, distributed: bool = False) -> dict:
     """The ELBO and its terms (:func:`evaluate_elbo`), the importance-sampled log p(x) with K =
     ``num_samples`` (mean, standard error, bits/dim for images, mean ESS, seconds; skipped
-    when ``num_samples`` is 0) and the latent diagnostics (:func:`latent_diagnostics`)."""
-    result = evaluate_elbo(model, x, batch_size=batch_size, seed=seed)
+    when ``num_samples`` is 0) and the latent diagnostics (:func:`latent_diagnostics`).
+
+    ``distributed``: the ELBO and the log p(x) estimate are spread over the ranks of the process
+    group in batches (:func:`map_batches`, so the result does not depend on the number of
+    ranks); every rank must call it and all get the same result."""
+    result = evaluate_elbo(model, x, batch_size=batch_size, seed=seed, distributed=distributed)
     if num_samples > 0:
         start = time.perf_counter()
-        estimate = importance_estimate(model, x, num_samples, seed=seed, progress=progress)
-        result.update(log_likelihood_summary(estimate.log_likelihood, model.data_shape, is_image))
+        if distributed:
+            def per_example(xb):  # [B, 2]: log p(x) estimate and ESS
+                e = importance_estimate(model, xb, num_samples, seed=seed)
+                return torch.stack([e.log_likelihood, e.ess], -1)
+
+            both = map_batches(per_example, x, batch_size=max(1, min(batch_size, 100)), seed=seed,
+                               device=model_device(model), distributed=True)
+            log_px, ess = both[:, 0], both[:, 1]
+        else:
+            estimate = importance_estimate(model, x, num_samples, seed=seed, progress=progress)
+            log_px, ess = estimate.log_likelihood, estimate.ess
+        result.update(log_likelihood_summary(log_px, model.data_shape, is_image))
         result["num_samples"] = num_samples
-        result["ess_mean"] = float(estimate.ess.mean())
+        result["ess_mean"] = float(ess.mean())
         result["log_likelihood_seconds"] = time.perf_counter() - start
     result.update(latent_diagnostics(model, x, batch_size=batch_size, seed=seed))
     return result

@@ -23,11 +23,14 @@ from .batches import TensorBatches
 from .checkpoint import atomic_write_bytes, flatten_state, load_tensors, save_tensors, unflatten_state
 from .config import RunConfig, resolve, save_config
 from .data import Dataset, binarize_fixed, load_dataset
+from .distributed import (all_ranks_agree, all_reduce_sum, describe_batch, per_rank_batch_size,
+                          rank_and_world_size, rank_seed, wrap_for_training)
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from .evaluation import evaluate_elbo
 from .interrupts import StopSignals, signal_name
 from .model import VAE, build_model
 from .objectives import ElboTerms, training_loss
+from .precision import grad_scaler
 from .runs import save_weights, write_pictures
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -140,10 +143,7 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+dist_rank_world = rank_and_world_size  # (rank, world size) of the process group, (0, 1) without
 
 
 class Trainer:
@@ -197,8 +197,8 @@ class Trainer:
                 f"--batch-size {tc.batch_size} is larger than the training set "
                 f"({len(self.train_x)} examples); use a smaller batch"
             )
-        self.batches = TensorBatches(self.train_x, tc.batch_size, seed=tc.seed, rank=self.rank,
-                                     world_size=self.world_size)
+        self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
+                                     seed=tc.seed, rank=self.rank, world_size=self.world_size)
         self.optimizer = make_optimizer(self.model, tc.lr, self.device)
         self.epoch = 0  # completed epochs
         self.step = 0  # completed optimizer steps
@@ -209,6 +209,19 @@ class Trainer:
         self.stop = StopSignals()  # entered by fit(); outside it, never requested
         if resume and (self.run_dir / CHECKPOINT).exists():
             self._load_checkpoint()
+        self._prepare_parallel_step()
+
+    def _prepare_parallel_step(self) -> None:
+        """The loss module (inside DDP under a process group, autocast, compiled when asked),
+        the fp16 loss scaler, and a distinct noise stream for every rank but rank 0."""
+        tc = self.config.train
+        # the loss is looked up in this module at call time (tests replace it to inject faults)
+        self.loss_module = wrap_for_training(
+            self.model, self.device, precision=tc.precision, compile=tc.compile,
+            loss_fn=lambda model, x, **options: training_loss(model, x, **options))
+        self.scaler = grad_scaler(self.device, tc.precision)
+        if self.rank > 0:
+            torch.manual_seed(rank_seed(tc.seed, self.rank, self.step))
 
     # -- resume --------------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
@@ -303,13 +316,16 @@ class Trainer:
         """One optimizer step on ``x``; None when the loss or a gradient is not finite, in which
         case the step is skipped (parameters and Adam moments untouched) and counted. One host
         sync per step checks both: loss + ||g|| is finite iff each is."""
-        loss, terms = training_loss(self.model, x, **self._loss_kwargs())
+        loss, terms = self.loss_module(x, **self._loss_kwargs())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if not bool(torch.isfinite(loss.detach() + grad_norm(self.model))):
+        self.scaler.scale(loss).backward()  # under DDP the gradients are all-reduced here
+        # with fp16 loss scaling, inf gradients are the scaler's business (it skips and rescales)
+        check = loss.detach() if self.scaler.is_enabled() else loss.detach() + grad_norm(self.model)
+        if not all_ranks_agree(torch.isfinite(check), self.device):
             self.optimizer.zero_grad(set_to_none=True)
             return None
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return loss, terms
 
     def _skipped(self, x: torch.Tensor) -> None:
@@ -375,7 +391,10 @@ class Trainer:
                 self._interrupt()
         if bar is not None:
             bar.close()
-        sums = progress.sums.cpu() / max(progress.seen, 1)
+        totals = all_reduce_sum(torch.cat([progress.sums,
+                                           torch.tensor([float(progress.seen)], device=self.device)]))
+        sums, seen = totals[:3].cpu(), int(totals[3])  # over all ranks: full-data values
+        sums = sums / max(seen, 1)
         return {"train_elbo": float(sums[0]), "train_reconstruction": float(sums[1]),
                 "train_kl": float(sums[2])}
 
@@ -390,10 +409,14 @@ class Trainer:
                          f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
                          f"{len(self.dataset.test)} test, likelihood {self.config.model.likelihood}, "
                          f"binarize {self.config.data.binarize}, device {self.device}")
+            self.log(describe_batch(tc.batch_size, self.world_size, tc.lr)
+                     + (f", precision {tc.precision}" if tc.precision != "fp32" else "")
+                     + (", compiled" if tc.compile else ""))
         with self.stop:
             self._train_epochs()
+            test = self._evaluate(self.data.test)  # every rank takes part; rank 0 writes
         if self.is_main:
-            self._finish()
+            self._finish(test)
         return self.run_dir
 
     def _train_epochs(self) -> None:
@@ -402,7 +425,7 @@ class Trainer:
             start = time.perf_counter()
             metrics = self._train_epoch()
             seconds = time.perf_counter() - start
-            val = evaluate_elbo(self.model, self.data.val, batch_size=tc.eval_batch_size)
+            val = self._evaluate(self.data.val)
             self.epoch += 1
             self.in_epoch = EpochProgress(bad_in_a_row=self.in_epoch.bad_in_a_row)
             metrics = {"epoch": self.epoch, "step": self.step, **metrics,
@@ -419,15 +442,18 @@ class Trainer:
             if self._stop_requested():
                 self._interrupt()
 
+    def _evaluate(self, x: torch.Tensor) -> dict:
+        return evaluate_elbo(self.model, x, batch_size=self.config.train.eval_batch_size,
+                             distributed=True)
+
     def _write_metrics(self) -> None:
         if self.is_main:
             lines = "".join(json.dumps(m) + "\n" for m in self.history)
             atomic_write_bytes(self.run_dir / METRICS, lines.encode())
 
-    def _finish(self) -> None:
+    def _finish(self, test: dict) -> None:
         self.model.eval()
         save_weights(self.model, self.config, self.dataset, self.run_dir / "model.safetensors")
-        test = evaluate_elbo(self.model, self.data.test, batch_size=self.config.train.eval_batch_size)
         results = {"split": "test", **test}
         atomic_write_bytes(self.run_dir / "results.json", (json.dumps(results, indent=2) + "\n").encode())
         if self.dataset.is_image:

@@ -1,0 +1,262 @@
+"""Data-parallel training and evaluation on PyTorch's own engine: ``torch.distributed`` process
+groups and ``DistributedDataParallel`` (DDP), launched by ``torchrun``.
+
+Semantics (the same program runs on 1 or N processes):
+
+- ``--batch-size B`` is the *global* batch: each of the W ranks takes ``B / W`` examples per
+  step (a disjoint shard of the epoch, :class:`~vaekit.batches.TensorBatches`), DDP averages the
+  gradients, so one step is the gradient of the mean loss over the same B examples as a single
+  process with batch B, and the learning rate keeps its meaning (no scaling rule is applied).
+- Metrics are sums over examples all-reduced across ranks before anyone divides, so rank 0
+  reports full-data values. Evaluation spreads batches over ranks and gathers per-example values.
+- Only rank 0 writes files; every rank loads the same checkpoint when resuming.
+
+Outside torchrun every helper here is a no-op, so single-process code pays nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .objectives import ElboTerms, training_loss
+from .precision import autocast, keep_distributions_float32
+
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every worker
+# torchrun's c10d rendezvous shares its key-value store with the workers by default, and a
+# restarted group can then read keys left by the previous attempt and connect to dead peers
+# (pytorch/pytorch#135712); this variable, read by torchrun itself, gives every attempt its
+# own store. `vaekit train --nproc` sets it; set it yourself when calling torchrun.
+FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
+
+def restart_caveat() -> str | None:
+    """A warning when torchrun may restart workers over a store shared across attempts."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return (f"note: restarts may fail to reconnect over torchrun's shared store; export "
+                f"{FRESH_STORE_ENV}=1 before torchrun (pytorch/pytorch#135712)")
+    return None
+
+
+def launched_by_torchrun(environ: dict | None = None) -> bool:
+    environ = os.environ if environ is None else environ
+    return all(name in environ for name in TORCHRUN_ENV)
+
+
+def restart_count() -> int:
+    """How many times torchrun has restarted this worker group (0 on the first attempt)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    if is_distributed():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# -- process group ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcessGroup:
+    """What a worker knows about the job: ``active`` only under torchrun."""
+
+    active: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None  # this rank's device under torchrun
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def rank_device(requested: str, local_rank: int) -> torch.device:
+    """The device of one worker: ``cuda:LOCAL_RANK`` when CUDA is asked for (or ``auto`` and
+    available), else the CPU. An explicit ``cuda:N`` is refused: torchrun assigns GPUs."""
+    if requested == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ConfigError(f"--device {requested} under torchrun: each worker uses the GPU "
+                              "of its LOCAL_RANK; pass --device cuda (or auto)")
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+        return torch.device(f"cuda:{local_rank}")
+    return device
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[ProcessGroup]:
+    """Under torchrun: joins the job's process group (NCCL when the worker's device is a GPU,
+    gloo on CPU; rendezvous from torchrun's environment), yields a :class:`ProcessGroup`, and on
+    the way out waits for every rank and destroys the group. Outside torchrun: yields an
+    inactive group and does nothing."""
+    if not launched_by_torchrun() or is_distributed():
+        rank, world = rank_and_world_size()
+        yield ProcessGroup(active=is_distributed(), rank=rank, world_size=world)
+        return
+    local_rank = int(os.environ["LOCAL_RANK"])
+    worker_device = rank_device(device, local_rank)
+    if worker_device.type == "cuda":
+        torch.cuda.set_device(worker_device)
+    backend = "nccl" if worker_device.type == "cuda" else "gloo"
+    torch.distributed.init_process_group(
+        backend, device_id=worker_device if worker_device.type == "cuda" else None)
+    group = ProcessGroup(True, torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                         local_rank, worker_device)
+    finished = False
+    try:
+        yield group
+        finished = True
+    finally:
+        if finished:  # a rank that failed must not wait for the others (torchrun restarts all)
+            torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+# -- collectives (no-ops in one process) ---------------------------------------------------
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """sum over ranks of ``x`` (in place; returns ``x``)."""
+    if is_distributed():
+        torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.SUM)
+    return x
+
+
+def all_ranks_agree(flag: bool | torch.Tensor, device: torch.device | str = "cpu") -> bool:
+    """True only when ``flag`` is true on every rank: collective decisions (skip a step) keep
+    DDP's gradient all-reduces matched across ranks."""
+    if not is_distributed():
+        return bool(flag)
+    x = torch.as_tensor(flag, device=device).to(torch.int32).reshape(1)
+    torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.MIN)
+    return bool(x.item())
+
+
+def rank0_decides(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Rank 0's ``flag`` on every rank (e.g. whether a checkpoint exists to resume from)."""
+    if not is_distributed():
+        return flag
+    x = torch.tensor([int(flag)], device=device)
+    torch.distributed.broadcast(x, src=0)
+    return bool(x.item())
+
+
+def gather_batches(local: dict[int, torch.Tensor], num_batches: int) -> list[torch.Tensor]:
+    """All ranks' per-batch results ``{batch index: tensor}`` as one list in batch order, on
+    every rank (``all_gather_object`` of CPU tensors: sizes may differ between ranks)."""
+    if not is_distributed():
+        return [local[b] for b in range(num_batches)]
+    parts: list[dict[int, torch.Tensor]] = [{} for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather_object(parts, {b: v.cpu() for b, v in local.items()})
+    merged = {b: v for part in parts for b, v in part.items()}
+    return [merged[b] for b in range(num_batches)]
+
+
+def my_batches(num_batches: int, shard: bool = True) -> range:
+    """Indices of the batches this rank computes: round-robin ``rank, rank + W, ...``."""
+    rank, world = rank_and_world_size() if shard else (0, 1)
+    return range(rank, num_batches, world)
+
+
+# -- training ------------------------------------------------------------------------------
+def per_rank_batch_size(global_batch: int, world_size: int) -> int:
+    """B / W: ``--batch-size`` is the global batch, split evenly over the ranks."""
+    if global_batch % world_size:
+        raise ConfigError(f"--batch-size {global_batch} (the global batch) must be divisible by "
+                          f"the {world_size} processes; use a multiple of {world_size}")
+    return global_batch // world_size
+
+
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of rank r > 0's random stream (posterior noise, dynamic binarization), distinct per
+    rank and per resume point so ranks never draw the same noise; rank 0 keeps the
+    single-process stream."""
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63)
+
+
+class LossModule(nn.Module):
+    """forward(x) = :func:`~vaekit.objectives.training_loss` of the wrapped VAE.
+
+    The objective calls ``model.encoder``/``decoder``/``prior`` rather than ``model.forward``,
+    so DDP wraps this module: its forward is the whole loss, which is what DDP needs to hook
+    every parameter's gradient for the all-reduce. The bare VAE stays available (``.model``)
+    for checkpoints and evaluation. Mixed precision (``precision``) autocasts the networks and
+    keeps the distributions and the loss in float32."""
+
+    def __init__(self, model: nn.Module, precision: str = "fp32", loss_fn=None) -> None:
+        super().__init__()
+        self.model = model
+        self.precision = precision
+        self.loss_fn = loss_fn or training_loss
+        if precision != "fp32":
+            keep_distributions_float32(model)
+
+    def forward(self, x: torch.Tensor, **loss_options) -> tuple[torch.Tensor, ElboTerms]:
+        with autocast(x.device, self.precision):
+            return self.loss_fn(self.model, x, **loss_options)
+
+
+def wrap_for_training(model: nn.Module, device: torch.device, *, precision: str = "fp32",
+                      compile: bool = False, loss_fn=None) -> nn.Module:
+    """The loss module the loop calls: :class:`LossModule`, inside DDP when a process group is
+    up (gradients averaged over ranks during ``backward``), compiled with ``torch.compile`` when
+    asked (after DDP, so the compiler sees DDP's bucket boundaries)."""
+    module: nn.Module = LossModule(model, precision, loss_fn)
+    if is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        module = DistributedDataParallel(module, device_ids=device_ids)
+    if compile:
+        module = torch.compile(module)
+    return module
+
+
+# -- launching -----------------------------------------------------------------------------
+def torchrun_env() -> dict[str, str]:
+    return {**os.environ, FRESH_STORE_ENV: os.environ.get(FRESH_STORE_ENV, "1")}
+
+
+def torchrun_command(argv: Sequence[str], nproc: int, *, max_restarts: int = 0) -> list[str]:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m vaekit <argv>``
+    with ``--nproc`` removed from ``argv``: one machine, a free port picked by torchrun."""
+    rest: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "vaekit", *rest]
+
+
+def checkpoint_exists(run_dir: str | Path | None, name: str, device: torch.device | str = "cpu"
+                      ) -> bool:
+    """Whether ``run_dir/name`` exists, as rank 0 sees it (all ranks take the same decision)."""
+    exists = run_dir is not None and (Path(run_dir) / name).is_file()
+    return rank0_decides(exists, device)
+
+
+def describe_batch(global_batch: int, world_size: int, lr: float) -> str:
+    if world_size == 1:
+        return f"batch {global_batch}, lr {lr:g}"
+    return (f"global batch {global_batch} = {world_size} processes x "
+            f"{global_batch // world_size} per process, lr {lr:g} (not scaled)")
+
