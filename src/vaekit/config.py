@@ -79,6 +79,8 @@ class TrainConfig(_Strict):
     seed: int = 0  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)
+    report: bool = True  # write report.html into the run directory at the end
+    tensorboard: bool = False  # also log scalars and image grids for TensorBoard
 
 
 class RunConfig(_Strict):

@@ -27,6 +27,8 @@ from .errors import CheckpointError, ConfigError, DataError, VaekitError
 from .evaluation import evaluate_elbo
 from .model import VAE, build_model
 from .objectives import training_loss
+from .board import EpochBoard
+from .report import write_report
 from .runs import save_weights, write_pictures
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -154,6 +156,7 @@ class Trainer:
         self.resumed = False
         if resume and (self.run_dir / CHECKPOINT).exists():
             self._load_checkpoint()
+        self.board = EpochBoard(self.run_dir, enabled=tc.tensorboard and self.is_main, log=self.log)
 
     # -- resume --------------------------------------------------------------------------
     def _config_for_resume(self, config: RunConfig) -> RunConfig:
@@ -282,6 +285,7 @@ class Trainer:
                      f"KL {val['kl']:.2f})  {seconds:.1f}s")
             self._save_checkpoint()
             self._write_metrics()
+            self.board.log_epoch(metrics, self.model, self.data.test, self.dataset.is_image)
         if self.is_main:
             self._finish()
         return self.run_dir
@@ -301,6 +305,11 @@ class Trainer:
             write_pictures(self.model, self.data.test, self.run_dir, seed=self.config.train.seed)
         self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
                  f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
+        self.board.close()
+        if self.config.train.report:
+            write_report(self.run_dir, self.model, self.data.test, self.data.test_labels,
+                         class_names=self.dataset.class_names, is_image=self.dataset.is_image,
+                         history=self.history, seed=self.config.train.seed)
         self.log(f"results in {self.run_dir}/")
 
 
