@@ -56,3 +56,10 @@ def test_scalars_and_images_are_written_per_epoch(tmp_path):
     assert set(events.Tags()["images"]) == {"samples", "reconstructions"}
     samples = events.Images("samples")[-1]
     assert (samples.width, samples.height) == (8 * 10 + 2, 4 * 10 + 2)  # 32 images, 8 per row
+
+
+def test_train_flags_map_to_the_config():
+    from vaekit.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["train", "--tensorboard", "--no-report"])
+    assert _overrides(args) == {"train": {"report": False, "tensorboard": True}}

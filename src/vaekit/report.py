@@ -251,7 +251,7 @@ def _image_sections(model, x: torch.Tensor, summary: LatentSummary, seed: int) -
               for j in order]
     fig = labelled_grid(images, len(TRAVERSAL_VALUES), row_labels=labels,
                         col_labels=[f"{v:g}" for v in TRAVERSAL_VALUES.tolist()],
-                        xlabel="value of the swept dimension")
+                        xlabel="value of the swept dimension", cell_inches=0.38)
     shown = "" if latent_dim <= MAX_TRAVERSAL_DIMS else f" (the {MAX_TRAVERSAL_DIMS} of {latent_dim} with most KL)"
     sections.append(Section("traversals", "Latent traversals", _fig(fig, "latent traversals"),
                             "Each row sweeps one latent dimension from -3 to 3 while the others stay "
@@ -261,8 +261,8 @@ def _image_sections(model, x: torch.Tensor, summary: LatentSummary, seed: int) -
         num = 15
         q = gaussian_quantiles(num).tolist()
         fig = labelled_grid(manifold_images(model, num).cpu(), num,
-                            row_labels=[f"{v:.2f}" for v in q[::-1]], col_labels=[f"{v:.2f}" for v in q],
-                            xlabel="z1 (rows: z2, high at the top)")
+                            row_labels=[f"{v:.1f}" for v in q[::-1]], col_labels=[f"{v:.1f}" for v in q],
+                            xlabel="z1 (rows: z2, high at the top)", cell_inches=0.3)
         sections.append(Section("manifold", "Learned manifold", _fig(fig, "manifold of decodes"),
                                 "E[x|z] over the latent plane at Gaussian quantiles 0.05 ... 0.95 of "
                                 "each coordinate."))

@@ -91,6 +91,20 @@ function showDecoded(body, img) {
   }
 }
 
+function colourOf(label) { return state.colours[((label % 10) + 10) % 10]; }
+
+function buildLegend() {
+  const labels = state.info.map.labels;
+  if (!labels) return;
+  const unique = [...new Set(labels)].sort((a, b) => a - b).slice(0, 20);
+  for (const label of unique) {
+    const item = document.createElement("span");
+    item.style.setProperty("--swatch", colourOf(label));
+    item.textContent = String(label);
+    $("legend").append(item);
+  }
+}
+
 // -- the map ---------------------------------------------------------------------------------
 function mapFrame() {
   const pts = state.info.map.points;
@@ -120,7 +134,7 @@ function drawMap() {
   const { points, labels } = state.info.map;
   for (let i = 0; i < points.length; i++) {
     const [cx, cy] = toCanvas(frame, canvas, points[i][0], points[i][1]);
-    ctx.fillStyle = labels ? state.colours[((labels[i] % 10) + 10) % 10] : "#3b6ea8";
+    ctx.fillStyle = labels ? colourOf(labels[i]) : "#3b6ea8";
     ctx.globalAlpha = 0.7;
     ctx.fillRect(cx - 2, cy - 2, 4, 4);
   }
@@ -178,6 +192,7 @@ async function main() {
   if (!info.is_image) { document.querySelector(".images").hidden = true; }
   $("example").max = info.num_examples - 1;
   state.frame = mapFrame();
+  buildLegend();
   state.z = new Array(info.latent_dim).fill(0);
   buildSliders();
   $("map").addEventListener("click", onMapClick);
