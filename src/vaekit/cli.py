@@ -85,6 +85,10 @@ TRAIN_OPTIONS = [
                                                help="autocast of the training step (mixed precision)")),
     ("--compile", "train", "compile", dict(action="store_const", const=True,
                                            help="torch.compile the training loss")),
+    ("--no-report", "train", "report", dict(action="store_const", const=False,
+                                             help="do not write report.html at the end")),
+    ("--tensorboard", "train", "tensorboard", dict(action="store_const", const=True,
+                                                 help="log to TensorBoard (needs vaekit[tensorboard])")),
 ]
 
 
@@ -145,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=6)
     p.add_argument("--data")
     p.add_argument("--data-dir")
+
+    p = sub.add_parser("report", allow_abbrev=False, help="(re)write a run's report.html")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="where to write the page (default: RUN_DIR/report.html)")
+
+    p = sub.add_parser("explore", allow_abbrev=False, help="latent-space explorer in the browser")
+    p.add_argument("run_dir")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default loopback only: this machine)")
     return parser
 
 
@@ -342,6 +356,25 @@ def _check_output_dir(args: argparse.Namespace) -> None:
         raise ConfigError(f"--out {out}: directory {Path(out).parent} does not exist; create it first")
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run_dir, out=args.out)}")
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from .explorer import LOOPBACK, Explorer
+
+    explorer = Explorer(args.run_dir, host=args.host, port=args.port)
+    if args.host not in LOOPBACK:
+        print(f"warning: listening on {args.host}: other machines that can reach it can use the "
+              "explorer", file=sys.stderr)
+    print(f"latent explorer at {explorer.url} (Ctrl-C stops it)", flush=True)
+    explorer.serve_forever()
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -349,6 +382,8 @@ COMMANDS = {
     "encode": cmd_encode,
     "interpolate": cmd_interpolate,
     "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "explore": cmd_explore,
 }
 
 

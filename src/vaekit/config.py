@@ -108,6 +108,8 @@ class TrainConfig(_Strict):
     checkpoint_every_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N steps (0: per epoch)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the training step's networks
     compile: bool = False  # torch.compile the training loss (first steps slower, later faster)
+    report: bool = True  # write report.html into the run directory at the end
+    tensorboard: bool = False  # also log scalars and image grids for TensorBoard
 
     @model_validator(mode="after")
     def _iwae_is_a_plain_bound(self):

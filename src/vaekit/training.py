@@ -31,6 +31,8 @@ from .interrupts import StopSignals, signal_name
 from .model import VAE, build_model
 from .objectives import ElboTerms, training_loss
 from .precision import grad_scaler
+from .board import EpochBoard
+from .report import write_report
 from .runs import save_weights, write_pictures
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -222,6 +224,7 @@ class Trainer:
         self.scaler = grad_scaler(self.device, tc.precision)
         if self.rank > 0:
             torch.manual_seed(rank_seed(tc.seed, self.rank, self.step))
+        self.board = EpochBoard(self.run_dir, enabled=tc.tensorboard and self.is_main, log=self.log)
 
     # -- resume --------------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
@@ -439,6 +442,7 @@ class Trainer:
                      f"KL {val['kl']:.2f})  {seconds:.1f}s")
             self._save_checkpoint()
             self._write_metrics()
+            self.board.log_epoch(metrics, self.model, self.data.test, self.dataset.is_image)
             if self._stop_requested():
                 self._interrupt()
 
@@ -460,6 +464,11 @@ class Trainer:
             write_pictures(self.model, self.data.test, self.run_dir, seed=self.config.train.seed)
         self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
                  f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
+        self.board.close()
+        if self.config.train.report:
+            write_report(self.run_dir, self.model, self.data.test, self.data.test_labels,
+                         class_names=self.dataset.class_names, is_image=self.dataset.is_image,
+                         history=self.history, seed=self.config.train.seed)
         self.log(f"results in {self.run_dir}/")
 
 
