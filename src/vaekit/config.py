@@ -76,6 +76,8 @@ class TrainConfig(_Strict):
     free_bits: float = Field(0.0, ge=0)  # minimum KL per latent dimension in nats (0: off)
     objective: Literal["elbo", "iwae"] = "elbo"
     num_samples: int = Field(1, gt=0)  # Monte Carlo samples of z per example in the objective
+    # how the encoder gradient of E_q[log p(x|z)] is estimated (decoder gradients are pathwise)
+    gradient_estimator: Literal["reparameterization", "score", "score-baseline"] = "reparameterization"
     seed: int = 0  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)

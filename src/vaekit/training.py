@@ -225,7 +225,8 @@ class Trainer:
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
             loss, terms = training_loss(self.model, x, beta=self._beta(),
-                                        free_bits=tc.free_bits, num_samples=tc.num_samples)
+                                        free_bits=tc.free_bits, num_samples=tc.num_samples,
+                                        gradient_estimator=tc.gradient_estimator)
             if not torch.isfinite(loss):
                 self.skipped_steps += 1
                 bad_in_a_row += 1
