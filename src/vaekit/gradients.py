@@ -16,7 +16,6 @@ On the toy problem q_theta = N(theta, 1), f(x) = x^2 every mean and variance has
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.distributions import Distribution, Normal
 
-from .objectives import (leave_one_out_mean, reparameterized_terms, score_function_surrogate,
+from .objectives import (reparameterized_terms, score_function_surrogate,
                          score_function_terms)
 
 ESTIMATOR_NAMES = ("reparameterization", "score_function", "score_function_baseline")
