@@ -102,6 +102,8 @@ class TrainConfig(_Strict):
     # reparameterized encoder gradient (Tucker et al. 2019)
     objective: Literal["elbo", "iwae", "iwae-dreg"] = "elbo"
     num_samples: int = Field(1, gt=0)  # Monte Carlo samples of z per example in the objective
+    # how the encoder gradient of E_q[log p(x|z)] is estimated (decoder gradients are pathwise)
+    gradient_estimator: Literal["reparameterization", "score", "score-baseline"] = "reparameterization"
     seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -153,32 +154,132 @@ def iwae_dreg_surrogate(
     return log_mean_exp(log_w), terms, q_z, z
 
 
+class SurrogateTerms(NamedTuple):
+    """Per-sample ELBO terms ``[K, B]`` whose *values* are the Monte Carlo estimates
+    log p(x|z_k) and KL_k (the closed-form KL repeated over k when torch has one) and whose
+    *gradients* are those of the chosen gradient estimator; (1/K) sum_k of either is the usual
+    K-sample estimate, and the gradient of row k alone is the k-th per-sample estimate."""
+
+    reconstruction: torch.Tensor  # [K, B]
+    kl: torch.Tensor  # [K, B]
+
+
+def leave_one_out_mean(f: torch.Tensor) -> torch.Tensor:
+    """b_k = (1/(K-1)) sum_{j != k} f_j over the leading axis of ``f [K, ...]`` (needs K >= 2).
+
+    Independent of z_k, so subtracting it from f(z_k) keeps the score-function estimator
+    unbiased: the "free" baseline of Kool, van Hoof & Welling (2019)."""
+    num = f.shape[0]
+    return (f.sum(0, keepdim=True) - f) / (num - 1)
+
+
+def score_function_surrogate(f: torch.Tensor, log_q: torch.Tensor, *, baseline: bool = False
+                             ) -> torch.Tensor:
+    """s_k = (f_k - b_k) * (log q(z_k) - stop_grad(log q(z_k))): zero in value, with gradient
+    (f_k - b_k) grad log q(z_k), the score-function (REINFORCE, Williams 1992) estimate of
+    grad E_q[f]. ``f``, ``log_q``: ``[K, ...]`` with z drawn without gradient; ``b_k`` is the
+    :func:`leave_one_out_mean` with ``baseline``, else 0. Returns ``[K, ...]``."""
+    signal = f.detach()
+    if baseline:
+        signal = signal - leave_one_out_mean(signal)
+    return signal * (log_q - log_q.detach())
+
+
+def reparameterized_terms(model, x: torch.Tensor, q_z: Distribution, p_z: Distribution,
+                          num_samples: int) -> SurrogateTerms:
+    """Pathwise gradients: z_k = q_z.rsample() (Kingma & Welling 2014), so
+    grad_phi log p(x|z_k) flows through z_k; the KL is closed form when torch has one, else
+    the pathwise Monte Carlo log q(z_k|x) - log p(z_k)."""
+    z = q_z.rsample((num_samples,))  # [K, B, L]
+    log_px_z = model.decoder(z).log_prob(x)  # [K, B]
+    try:
+        kl = kl_divergence(q_z, p_z).expand_as(log_px_z)
+    except NotImplementedError:
+        kl = q_z.log_prob(z) - p_z.log_prob(z)
+    return SurrogateTerms(log_px_z, kl)
+
+
+def score_function_terms(model, x: torch.Tensor, q_z: Distribution, p_z: Distribution,
+                         num_samples: int, *, baseline: bool = False) -> SurrogateTerms:
+    """Score-function gradients for the encoder: z_k ~ q(z|x) drawn without gradient, and
+
+        grad_phi E_q[log p(x|z)] ~ (log p(x|z_k) - b_k) grad_phi log q(z_k|x)
+
+    while the decoder (and a learned prior) get their ordinary gradients at the fixed z_k.
+    A closed-form KL is differentiated exactly, as in :func:`reparameterized_terms`, so both
+    estimators target the same grad_phi ELBO and differ only in the reconstruction term;
+    without one, the Monte Carlo KL log q(z_k|x) - log p(z_k) gets the score-function
+    treatment too (its direct term -grad_phi log q has mean zero and is left out).
+    ``baseline``: leave-one-out mean over the K samples (needs K >= 2)."""
+    if baseline and num_samples < 2:
+        raise ConfigError("the score-function baseline is a leave-one-out mean over samples: "
+                          "use --num-samples 2 or more")
+    z = q_z.sample((num_samples,))  # [K, B, L], no gradient through the draw
+    log_qz = q_z.log_prob(z)  # [K, B]
+    log_px_z = model.decoder(z).log_prob(x)  # [K, B]
+    reconstruction = log_px_z + score_function_surrogate(log_px_z, log_qz, baseline=baseline)
+    try:
+        kl = kl_divergence(q_z, p_z).expand_as(log_px_z)
+    except NotImplementedError:
+        log_ratio = log_qz.detach() - p_z.log_prob(z)  # [K, B]
+        kl = log_ratio + score_function_surrogate(log_ratio, log_qz, baseline=baseline)
+    return SurrogateTerms(reconstruction, kl)
+
+
+# How the encoder gradient of the ELBO is estimated in training (decoder gradients are pathwise
+# in all of them); each maps (model, x, q_z, p_z, num_samples) to SurrogateTerms.
+GRADIENT_ESTIMATORS = {
+    "reparameterization": reparameterized_terms,
+    "score": score_function_terms,
+    "score-baseline": partial(score_function_terms, baseline=True),
+}
+
+
+def gradient_estimator_terms(name: str):
+    """The function of :data:`GRADIENT_ESTIMATORS` called ``name``; ConfigError listing the
+    valid names otherwise."""
+    if name not in GRADIENT_ESTIMATORS:
+        raise ConfigError(f"unknown gradient estimator '{name}' "
+                          f"(valid: {', '.join(GRADIENT_ESTIMATORS)})")
+    return GRADIENT_ESTIMATORS[name]
+
+
 def elbo_loss(
-    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1
+    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1,
+    gradient_estimator: str = "reparameterization",
 ) -> tuple[torch.Tensor, ElboTerms]:
     """loss = -mean_B( E_q[log p(x|z)] - beta * KL ), with optional free bits (Kingma et al.
     2016): the KL of each latent dimension, averaged over the batch, counts as at least
     ``free_bits`` nats. Returns the scalar loss and the true (unweighted) per-example ELBO terms
-    for reporting; with beta = 1 and free_bits = 0 the loss is exactly -mean ELBO."""
+    for reporting; with beta = 1 and free_bits = 0 the loss is exactly -mean ELBO.
+
+    ``gradient_estimator`` (a key of :data:`GRADIENT_ESTIMATORS`) chooses how the encoder
+    gradient of E_q[log p(x|z)] is estimated; the values, and so the reported ELBO, are the
+    same Monte Carlo estimates whichever is chosen."""
+    estimate_terms = gradient_estimator_terms(gradient_estimator)
     q_z = model.encoder(x)
     p_z = model.prior()
-    z = q_z.rsample((num_samples,))  # [K, B, L]
-    log_px_z = model.decoder(z).log_prob(x).mean(0)  # [B]
-    kl = kl_term(q_z, p_z, z)  # [B]
+    samples = estimate_terms(model, x, q_z, p_z, num_samples)
+    log_px_z = samples.reconstruction.mean(0)  # [B]
+    kl = samples.kl.mean(0)  # [B]
     terms = ElboTerms(log_px_z - kl, log_px_z, kl)
     if free_bits > 0:
         per_dim = kl_per_dim(q_z, p_z)
         if per_dim is not None:
             kl_penalty = per_dim.mean(0).clamp(min=free_bits).sum()
         else:  # no per-dimension split: apply the floor to the total, scaled by L
-            kl_penalty = kl.mean().clamp(min=free_bits * z.shape[-1])
+            kl_penalty = kl.mean().clamp(min=free_bits * q_z.event_shape[-1])
     else:
         kl_penalty = kl.mean()
     loss = -log_px_z.mean() + beta * kl_penalty
     return loss, terms
 
 
-def _check_plain_bound(name: str, beta: float, free_bits: float) -> None:
+def _check_plain_bound(name: str, beta: float, free_bits: float,
+                       gradient_estimator: str = "reparameterization") -> None:
+    if gradient_estimator != "reparameterization":
+        raise ConfigError(f"--objective {name} uses reparameterized gradients; "
+                          "--gradient-estimator applies to --objective elbo")
     if beta != 1.0 or free_bits > 0:
         raise ConfigError(f"--objective {name} optimises the IWAE bound itself: --beta, "
                           "--kl-warmup and --free-bits do not apply; leave them at their defaults")
@@ -193,12 +294,13 @@ def _reported_elbo(model, x, q_z, z, terms: WeightTerms) -> ElboTerms:
 
 
 def iwae_loss(
-    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1
+    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1,
+    gradient_estimator: str = "reparameterization",
 ) -> tuple[torch.Tensor, ElboTerms]:
     """loss = -mean_B IWAE_K(x), IWAE_K(x) = log (1/K) sum_k w_k (Burda et al. 2016); the
     gradient is sum_k w~_k d log w_k with normalized weights w~_k. K = 1 is the ELBO with a
     Monte Carlo KL. Returns the loss and the ELBO terms of the same draws for reporting."""
-    _check_plain_bound("iwae", beta, free_bits)
+    _check_plain_bound("iwae", beta, free_bits, gradient_estimator)
     q_z = model.encoder(x)
     z = q_z.rsample((num_samples,))  # [K, B, L]
     terms = weight_terms(model, x, q_z, z)
@@ -206,12 +308,13 @@ def iwae_loss(
 
 
 def iwae_dreg_loss(
-    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1
+    model, x: torch.Tensor, *, beta: float = 1.0, free_bits: float = 0.0, num_samples: int = 1,
+    gradient_estimator: str = "reparameterization",
 ) -> tuple[torch.Tensor, ElboTerms]:
     """loss = -mean_B IWAE_K(x) with the doubly reparameterized encoder gradient (Tucker et al.
     2019); same value and same expected gradient as :func:`iwae_loss`, lower encoder gradient
     variance. See :func:`iwae_dreg_surrogate` for the formula."""
-    _check_plain_bound("iwae-dreg", beta, free_bits)
+    _check_plain_bound("iwae-dreg", beta, free_bits, gradient_estimator)
     bound, terms, q_z, z = iwae_dreg_surrogate(model, x, num_samples)
     return -bound.mean(), _reported_elbo(model, x, q_z, z, terms)
 
@@ -227,7 +330,7 @@ OBJECTIVES = {
 
 def training_loss(
     model, x: torch.Tensor, *, objective: str = "elbo", beta: float = 1.0,
-    free_bits: float = 0.0, num_samples: int = 1,
+    free_bits: float = 0.0, num_samples: int = 1, gradient_estimator: str = "reparameterization",
 ) -> tuple[torch.Tensor, ElboTerms]:
     """The scalar loss of ``objective`` (a name in :data:`OBJECTIVES`) and the per-example ELBO
     terms for reporting. ``elbo``: see :func:`elbo_loss`; ``iwae``: :func:`iwae_loss`;
@@ -235,4 +338,4 @@ def training_loss(
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{objective}' (valid: {', '.join(OBJECTIVES)})")
     return OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits,
-                                 num_samples=num_samples)
+                                 num_samples=num_samples, gradient_estimator=gradient_estimator)

@@ -202,3 +202,26 @@ def labelled_grid(images: torch.Tensor, nrow: int, row_labels: Sequence[str] = (
     if xlabel:
         ax.set_xlabel(xlabel, fontsize=9)
     return fig
+
+
+def plot_variance_curves(curves: dict[str, dict[str, list]], path, title: str = ""):
+    """Log-log plot of the variance of an S-sample gradient estimate against S: measured
+    (markers) and closed form (lines) per estimator, as :func:`vaekit.gradients.toy_variance_curve`
+    returns them. Writes ``path`` (PNG) and returns it."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = new_figure(5.5, 4)
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        (line,) = ax.loglog(curve["num_samples"], curve["exact_variance"], label=f"{name} (exact)")
+        ax.loglog(curve["num_samples"], curve["variance"], "o", color=line.get_color(),
+                  label=f"{name} (measured)")
+    ax.set_xlabel("number of samples S")
+    ax.set_ylabel("variance of the gradient estimate")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    return path

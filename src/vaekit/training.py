@@ -313,7 +313,7 @@ class Trainer:
     def _loss_kwargs(self) -> dict:
         tc = self.config.train
         return dict(objective=tc.objective, beta=self._beta(), free_bits=tc.free_bits,
-                    num_samples=tc.num_samples)
+                    num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
 
     def _train_step(self, x: torch.Tensor) -> tuple[torch.Tensor, ElboTerms] | None:
         """One optimizer step on ``x``; None when the loss or a gradient is not finite, in which
