@@ -134,7 +134,7 @@ def test_only_rank0_writes_and_both_ranks_exit_0(two_ranks_and_one):
     assert writes0 and int(writes0[0].split("count=")[1]) > 5  # the hook does see writes
     assert {p.name for p in ddp.iterdir()} == {
         "config.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl",
-        "results.json", "samples.png", "reconstructions.png", "interpolation.png"}
+        "results.json", "samples.png", "reconstructions.png", "interpolation.png", "report.html"}
 
 
 def test_distributed_evaluation_equals_single_process(two_ranks_and_one):
