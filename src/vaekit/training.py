@@ -109,13 +109,13 @@ class EpochProgress:
     bad_in_a_row: int = 0  # consecutive skipped steps
 
 
-def grad_norm(model: nn.Module) -> torch.Tensor:
-    """||g||_2 over all parameter gradients (one fused reduction, no host sync); non-finite iff
-    some gradient is."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.nn.utils.get_total_norm(grads, foreach=True)
+def gradient_sum(model: nn.Module) -> torch.Tensor:
+    """sum_i g_i over every entry of every parameter gradient, without a host sync. It is not
+    finite iff some g_i is not (NaN and inf propagate; inf - inf is NaN), or the finite entries
+    overflow float32, itself an explosion. Half the cost of the L2 norm (0.08 vs 0.18 ms on the
+    784-400-20 MLP, about 1% of a CPU step; benchmarks/nonfinite_check.py)."""
+    grads = [p.grad.sum() for p in model.parameters() if p.grad is not None]
+    return torch.stack(grads).sum() if grads else torch.zeros(())
 
 
 def exploding_term(model: VAE, x: torch.Tensor, loss_kwargs: dict) -> str:
@@ -318,12 +318,12 @@ class Trainer:
     def _train_step(self, x: torch.Tensor) -> tuple[torch.Tensor, ElboTerms] | None:
         """One optimizer step on ``x``; None when the loss or a gradient is not finite, in which
         case the step is skipped (parameters and Adam moments untouched) and counted. One host
-        sync per step checks both: loss + ||g|| is finite iff each is."""
+        sync per step checks both: loss + sum(g) is finite iff each is."""
         loss, terms = self.loss_module(x, **self._loss_kwargs())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # under DDP the gradients are all-reduced here
         # with fp16 loss scaling, inf gradients are the scaler's business (it skips and rescales)
-        check = loss.detach() if self.scaler.is_enabled() else loss.detach() + grad_norm(self.model)
+        check = loss.detach() if self.scaler.is_enabled() else loss.detach() + gradient_sum(self.model)
         if not all_ranks_agree(torch.isfinite(check), self.device):
             self.optimizer.zero_grad(set_to_none=True)
             return None
