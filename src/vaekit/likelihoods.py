@@ -18,11 +18,11 @@ from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, In
 from .errors import DataError
 
 
-class BernoulliLikelihood(nn.Module):
-    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(logits_d(z))); ``log_prob`` is minus
-    binary cross-entropy with logits, the numerically stable form."""
+class _LogitsLikelihood(nn.Module):
+    """p(x|z) = prod_d D(x_d; logits_d(z)) for a one-parameter family D taking ``logits``
+    (``distribution``); the network maps ``z [..., L] -> logits [..., *data_shape]``."""
 
-    support = "binary values {0, 1}"
+    distribution: type[Distribution]
 
     def __init__(self, net: nn.Module, data_shape: Sequence[int]) -> None:
         super().__init__()
@@ -30,10 +30,16 @@ class BernoulliLikelihood(nn.Module):
         self.data_shape = tuple(data_shape)
 
     def forward(self, z: torch.Tensor) -> Distribution:
-        logits = self.net(z)
-        return Independent(
-            Bernoulli(logits=logits, validate_args=False), len(self.data_shape), validate_args=False
-        )
+        per_dim = self.distribution(logits=self.net(z), validate_args=False)
+        return Independent(per_dim, len(self.data_shape), validate_args=False)
+
+
+class BernoulliLikelihood(_LogitsLikelihood):
+    """p(x|z) = prod_d Bernoulli(x_d; sigmoid(logits_d(z))); ``log_prob`` is minus
+    binary cross-entropy with logits, the numerically stable form."""
+
+    distribution = Bernoulli
+    support = "binary values {0, 1}"
 
     @staticmethod
     def check_support(x: torch.Tensor) -> None:
@@ -45,24 +51,12 @@ class BernoulliLikelihood(nn.Module):
             )
 
 
-class ContinuousBernoulliLikelihood(nn.Module):
+class ContinuousBernoulliLikelihood(_LogitsLikelihood):
     """p(x|z) = prod_d CB(x_d; lambda_d(z)) for x in [0, 1], the properly normalised
     counterpart of BCE on grey levels (Loaiza-Ganem & Cunningham 2019)."""
 
+    distribution = ContinuousBernoulli
     support = "values in [0, 1]"
-
-    def __init__(self, net: nn.Module, data_shape: Sequence[int]) -> None:
-        super().__init__()
-        self.net = net
-        self.data_shape = tuple(data_shape)
-
-    def forward(self, z: torch.Tensor) -> Distribution:
-        logits = self.net(z)
-        return Independent(
-            ContinuousBernoulli(logits=logits, validate_args=False),
-            len(self.data_shape),
-            validate_args=False,
-        )
 
     @staticmethod
     def check_support(x: torch.Tensor) -> None:
