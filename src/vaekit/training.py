@@ -415,11 +415,11 @@ class Trainer:
             self.log(describe_batch(tc.batch_size, self.world_size, tc.lr)
                      + (f", precision {tc.precision}" if tc.precision != "fp32" else "")
                      + (", compiled" if tc.compile else ""))
-        with self.stop:
+        with self.stop:  # a stop signal after the last epoch lets the final outputs complete
             self._train_epochs()
             test = self._evaluate(self.data.test)  # every rank takes part; rank 0 writes
-        if self.is_main:
-            self._finish(test)
+            if self.is_main:
+                self._finish(test)
         return self.run_dir
 
     def _train_epochs(self) -> None:
