@@ -5,8 +5,8 @@ time) to docs/priors.md.
     python benchmarks/priors_table.py --data-dir /work/shared/data/mnist --epochs 5 \
         --num-test 2000 --num-samples 1000
 
-log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), computed
-from chunks of log-weights and one logsumexp. Runs already finished (results.json and
+log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), by
+``vaekit.evaluation.log_likelihood`` (chunks of log-weights, one logsumexp). Runs already finished (results.json and
 ll.json in the run directory) are reused, so an interrupted table can be completed."""
 
 from __future__ import annotations
@@ -21,27 +21,13 @@ import torch
 
 import vaekit
 from vaekit.config import load_config_file, merge
-from vaekit.evaluation import evaluate_elbo, seeded
-from vaekit.objectives import log_importance_weights
+from vaekit.evaluation import evaluate_elbo, log_likelihood
 from vaekit.runs import run_data
 from vaekit.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ["normal-gaussian", "mog-gaussian", "vamp-gaussian", "flow-gaussian",
            "normal-full", "normal-planar", "normal-iaf", "vamp-full"]
-
-
-@torch.no_grad()
-def importance_sampled_log_likelihood(model, x: torch.Tensor, num_samples: int,
-                                      batch_size: int = 100, chunk: int = 100) -> torch.Tensor:
-    """log p(x) estimated with ``num_samples`` importance samples from q(z|x): ``[N]``."""
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        log_w = torch.cat([log_importance_weights(model, xb, min(chunk, num_samples - k))
-                           for k in range(0, num_samples, chunk)])  # [K, B]
-        out.append(torch.logsumexp(log_w.double(), 0) - math.log(num_samples))
-    return torch.cat(out)
 
 
 def run_one(name: str, args) -> dict:
@@ -60,8 +46,7 @@ def run_one(name: str, args) -> dict:
     x = x[: args.num_test]
     start = time.perf_counter()
     elbo = evaluate_elbo(model, x, batch_size=500)["elbo"]
-    with seeded(args.seed):
-        ll = importance_sampled_log_likelihood(model, x, args.num_samples)
+    ll = log_likelihood(model, x, num_samples=args.num_samples, seed=args.seed)
     row = {"name": name, "prior": model.config.model.prior,
            "posterior": model.config.model.posterior, "elbo": elbo, "log_likelihood": float(ll.mean()),
            "ll_sem": float(ll.std() / math.sqrt(len(ll))), "train_seconds": train_seconds,

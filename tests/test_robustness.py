@@ -364,9 +364,24 @@ def run_vaekit(*args):
                           text=True, env=ENV, timeout=300)
 
 
-def start_vaekit(*args):
-    return subprocess.Popen([sys.executable, "-m", "vaekit", *map(str, args)],
+def start_stepped_vaekit(*args):
+    """``vaekit`` announcing each optimizer step on stdout (tests/stepped_train.py)."""
+    script = os.path.join(os.path.dirname(__file__), "stepped_train.py")
+    return subprocess.Popen([sys.executable, script, *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def signal_after_steps(proc, num_steps, sig, delay):
+    """Reads the process's output until it has announced ``num_steps`` optimizer steps (or
+    ended), waits ``delay`` seconds and sends ``sig``; returns its first output line."""
+    first_line = line = proc.stdout.readline()
+    while line and num_steps > 0:
+        num_steps -= line.startswith("step ")
+        line = proc.stdout.readline() if num_steps > 0 else line
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return first_line
 
 
 def uninterrupted_run(out):
@@ -405,14 +420,19 @@ def test_killed_at_random_moments_then_resumed_gives_the_uninterrupted_run(tmp_p
     rng = random.Random(8)
     out = tmp_path / "run"
     interrupted, log = 0, []
+    # random moments counted in optimizer steps after each start (the run has 138 steps; three
+    # attempts of at most 40 cannot reach its end), so that they fall inside the run on a fast
+    # machine as on a slow one; a random delay of up to 20 ms (a few steps of this small model,
+    # which checkpoints every two) places the signal anywhere within a step
     for attempt, sig in enumerate([signal.SIGKILL, signal.SIGINT, signal.SIGKILL]):
-        proc = start_vaekit("train", *KILL_ARGS, "--out", out, *(["--resume"] if attempt else []))
-        first_line = proc.stdout.readline()  # "training on ..." or "resumed from ..."
-        time.sleep(rng.uniform(0.1, 1.0))
-        if proc.poll() is None:
-            proc.send_signal(sig)
+        proc = start_stepped_vaekit("train", *KILL_ARGS, "--out", out,
+                                    *(["--resume"] if attempt else []))
+        step = rng.randint(5, 40)
+        first_line = signal_after_steps(proc, step, sig, rng.uniform(0.0, 0.02))
         stdout, stderr = proc.communicate(timeout=120)
-        log.append((signal.Signals(sig).name, first_line.strip().split(" at ")[-1][:50], proc.returncode))
+        # first_line: "training on ..." or "resumed from ... at epoch E, step S"
+        log.append((signal.Signals(sig).name, step, first_line.strip().split(" at ")[-1][:50],
+                    proc.returncode))
         if proc.returncode == 0:
             break  # finished before the signal came
         interrupted += 1
@@ -428,8 +448,8 @@ def test_killed_at_random_moments_then_resumed_gives_the_uninterrupted_run(tmp_p
             assert f"step {meta['step']}" in lines[0]  # saved at the step it stopped
     final = run_vaekit("train", *KILL_ARGS, "--out", out, "--resume")
     assert final.returncode == 0, final.stderr
-    log.append(("resume", final.stdout.splitlines()[0].split(" at ")[-1], 0))
+    log.append(("resume", None, final.stdout.splitlines()[0].split(" at ")[-1], 0))
     with capsys.disabled():
         print(f"\ninterrupted {interrupted} times: {log}")
-    assert interrupted >= 2, log
+    assert interrupted == 3, log
     assert_same_run(out, uninterrupted_run(tmp_path / "reference"))
