@@ -222,7 +222,9 @@ def wrap_for_training(model: nn.Module, device: torch.device, *, precision: str 
             if device.type == "cuda" else None
         module = DistributedDataParallel(module, device_ids=device_ids)
     if compile:
-        module = torch.compile(module)
+        # static shapes: the full batch and the epoch's last, smaller one get a graph each (with
+        # dynamic shapes the generic graph served every batch, more slowly)
+        module = torch.compile(module, dynamic=False)
     return module
 
 

@@ -312,7 +312,12 @@ class Trainer:
 
     def _loss_kwargs(self) -> dict:
         tc = self.config.train
-        return dict(objective=tc.objective, beta=self._beta(), free_bits=tc.free_bits,
+        beta = self._beta()
+        if tc.compile and tc.objective == "elbo":
+            # a tensor is an input of the compiled graph; a float is a constant in it, and every
+            # new value during KL warm-up would compile the loss again
+            beta = torch.tensor(beta, device=self.device)
+        return dict(objective=tc.objective, beta=beta, free_bits=tc.free_bits,
                     num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
 
     def _train_step(self, x: torch.Tensor) -> tuple[torch.Tensor, ElboTerms] | None:
