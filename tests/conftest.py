@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,7 +6,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as linear_gaussian.py
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the shared data sets beside the checkout (../shared/data), or where VAEKIT_SHARED_DATA says
+SHARED_DATA = Path(os.environ.get("VAEKIT_SHARED_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")

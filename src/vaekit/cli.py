@@ -357,8 +357,10 @@ def cmd_evaluate(args) -> int:
         print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
               f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
               f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
+    mi = result["mutual_information"]
     print(f"active units {result['active_units']}/{len(result['posterior_mean_variance'])}  "
-          f"mutual information {result['mutual_information']:.2f} nats")
+          "mutual information " + ("n/a (planar posterior: q(z|x) is known only at its own "
+                                   "samples)" if mi is None else f"{mi:.2f} nats"))
     return 0
 
 

@@ -157,8 +157,10 @@ def importance_estimate(
             lse, lse_sq = [], []  # per chunk: logsumexp_k log w_k and logsumexp_k 2 log w_k
             for block in range(0, num_samples, DRAW_BLOCK):
                 z = r_z.sample((min(DRAW_BLOCK, num_samples - block),))  # [S, B, L]
+                log_rz = r_z.log_prob(z)  # [S, B], on the drawn tensor itself (see weight_terms)
                 for k in range(0, len(z), chunk_size):
-                    log_w = weight_terms(model, xb, r_z, z[k : k + chunk_size]).log_w  # [C, B]
+                    chunk = slice(k, k + chunk_size)
+                    log_w = weight_terms(model, xb, r_z, z[chunk], log_rz[chunk]).log_w  # [C, B]
                     lse.append(torch.logsumexp(log_w, 0))
                     lse_sq.append(torch.logsumexp(2 * log_w, 0))
             log_sum_w = torch.logsumexp(torch.stack(lse).double(), 0)  # [B]
@@ -232,7 +234,8 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
       the mixture of all N evaluated posteriors, q(z) ~= (1/N) sum_m q(z|x_m) (x_n included),
       and the outer expectation by one z_n ~ q(z|x_n) for each of ``num_mi_queries`` randomly
       chosen examples (every pair costs one log_prob: N x N would be slow). The estimate is at
-      most log N: a value near log N means the codes nearly identify individual examples."""
+      most log N: a value near log N means the codes nearly identify individual examples.
+      None for a posterior whose density is known only at its own samples (planar flows)."""
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -246,24 +249,26 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
             per_dim = kl_per_dim(q_z, p_z)
             if per_dim is not None:
                 kl_dims.append(per_dim.sum(0))
-        queries = torch.randperm(len(x))[:num_mi_queries].sort().values
-        q_queries = model.encoder(x[queries].to(device))
-        z = q_queries.sample()  # [n, L]
-        log_q_own = q_queries.log_prob(z)  # [n]
-        # log q(z_n) = logsumexp_m log q(z_n|x_m) - log N, in blocks of queries x posteriors
-        log_q_mixture = []
-        for start in range(0, len(z), 100):
-            zb = z[start : start + 100].unsqueeze(1)  # [n', 1, L] against a batch [M'] -> [n', M']
-            per_batch = [torch.logsumexp(q.log_prob(zb), 1) for q in posteriors]
-            log_q_mixture.append(torch.logsumexp(torch.stack(per_batch), 0) - math.log(len(x)))
+        mutual_information = None
+        if getattr(model.encoder, "has_inverse", True):  # q(z|x_m) at other examples' z
+            queries = torch.randperm(len(x))[:num_mi_queries].sort().values
+            q_queries = model.encoder(x[queries].to(device))
+            z = q_queries.sample()  # [n, L]
+            log_q_own = q_queries.log_prob(z)  # [n]
+            # log q(z_n) = logsumexp_m log q(z_n|x_m) - log N, in blocks of queries x posteriors
+            log_q_mixture = []
+            for start in range(0, len(z), 100):
+                zb = z[start : start + 100].unsqueeze(1)  # [n', 1, L] vs a batch [M'] -> [n', M']
+                per_batch = [torch.logsumexp(q.log_prob(zb), 1) for q in posteriors]
+                log_q_mixture.append(torch.logsumexp(torch.stack(per_batch), 0) - math.log(len(x)))
+            mutual_information = float((log_q_own - torch.cat(log_q_mixture)).double().mean())
     model.train(was_training)
     mean_variance = torch.cat(means).double().var(0)  # [L]
-    mutual_information = (log_q_own - torch.cat(log_q_mixture)).double().mean()
     return {
         "kl_per_dim": (torch.stack(kl_dims).sum(0).double() / len(x)).tolist() if kl_dims else None,
         "posterior_mean_variance": mean_variance.tolist(),
         "active_units": int((mean_variance > threshold).sum()),
-        "mutual_information": float(mutual_information),
+        "mutual_information": mutual_information,
     }
 
 

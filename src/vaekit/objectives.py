@@ -75,11 +75,15 @@ class WeightTerms(NamedTuple):
         return self.log_px_z + self.log_pz - self.log_qz
 
 
-def weight_terms(model, x: torch.Tensor, q_z: Distribution, z: torch.Tensor) -> WeightTerms:
+def weight_terms(model, x: torch.Tensor, q_z: Distribution, z: torch.Tensor,
+                 log_qz: torch.Tensor | None = None) -> WeightTerms:
     """log p(x|z_k), log p(z_k) and log q(z_k|x) for given draws ``z [K, B, L]`` of the proposal
     ``q_z`` (batch ``[B]``): the one place log importance weights are computed. The IWAE bound,
-    the DReG estimator and the importance-sampled log-likelihood all call it."""
-    return WeightTerms(model.decoder(z).log_prob(x), model.prior().log_prob(z), q_z.log_prob(z))
+    the DReG estimator and the importance-sampled log-likelihood all call it. ``log_qz [K, B]``,
+    when given, is q_z.log_prob(z) computed by the caller (a planar-flow posterior knows its
+    density only at the very tensor it sampled, not at a slice of it)."""
+    log_qz = q_z.log_prob(z) if log_qz is None else log_qz
+    return WeightTerms(model.decoder(z).log_prob(x), model.prior().log_prob(z), log_qz)
 
 
 def log_importance_weights(model, x: torch.Tensor, num_samples: int) -> torch.Tensor:
