@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -36,8 +37,11 @@ def run_one(name: str, args) -> dict:
     if result_file.exists():
         return json.loads(result_file.read_text())
     config = merge(load_config_file(ROOT / "presets" / f"{name}.toml"),
-                   {"data": {"name": args.data, "data_dir": args.data_dir, "download": False},
+                   {"data": {"name": args.data, "data_dir": args.data_dir, "download": False,
+                             **({"binarize": args.binarize} if args.binarize else {})},
                     "train": {"epochs": args.epochs, "seed": args.seed}})
+    if run_dir.exists():  # an unfinished row of an interrupted table: train it again
+        shutil.rmtree(run_dir)
     start = time.perf_counter()
     Trainer(config, run_dir, progress=False).fit()
     train_seconds = time.perf_counter() - start
@@ -61,6 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--data-dir", default="/work/shared/data/mnist")
+    parser.add_argument("--binarize", default=None,
+                        help="override the presets' binarization (none for binarized-mnist)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--num-test", type=int, default=2000)
     parser.add_argument("--num-samples", type=int, default=1000)
