@@ -85,6 +85,20 @@ def test_evaluate_log_likelihood_and_diagnostics(digits_run):
     assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)  # both analytic
     assert 0 <= result["active_units"] <= 4
     assert 0 <= result["mutual_information"] <= math.log(60) + 1e-6
+    # kept with the run (its own test set), and the regenerated report shows it
+    assert json.loads((digits_run / "evaluation.json").read_text()) == result
+    assert main(["report", str(digits_run)]) == 0
+    page = (digits_run / "report.html").read_text()
+    assert f'log-likelihood</td><td class="num">{result["log_likelihood"]:.2f}<' in page
+
+
+def test_evaluate_on_other_data_leaves_the_run_alone(digits_run, tmp_path):
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype("float32")
+    np.save(tmp_path / "other.npy", x)
+    before = {p.name: p.stat().st_mtime_ns for p in digits_run.iterdir()}
+    assert main(["evaluate", str(digits_run), "--data", str(tmp_path / "other.npy"),
+                 "--num-samples", "5"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in digits_run.iterdir()} == before
 
 
 def test_evaluate_without_log_likelihood_and_bad_counts(digits_run, capsys):

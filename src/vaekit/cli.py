@@ -330,7 +330,7 @@ def cmd_interpolate(args) -> int:
 def cmd_evaluate(args) -> int:
     from .distributed import process_group
     from .evaluation import evaluate_model
-    from .runs import load, run_data
+    from .runs import EVALUATION, load, run_data
 
     if args.num_samples < 0:
         raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
@@ -346,6 +346,12 @@ def cmd_evaluate(args) -> int:
             progress=not args.no_progress and group.is_main, distributed=group.active)}
     if not group.is_main:
         return 0
+    if args.data is None and args.split == "test":
+        # the run's own test set: kept with the run, so `vaekit report` shows log p(x) & co.
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.run_dir) / EVALUATION,
+                           (json.dumps(result, indent=2) + "\n").encode())
     if args.json:
         print(json.dumps(result))
         return 0
@@ -358,6 +364,9 @@ def cmd_evaluate(args) -> int:
               f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
               f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
     mi = result["mutual_information"]
+    if args.data is None and args.split == "test":
+        print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
+              "it to the report)")
     print(f"active units {result['active_units']}/{len(result['posterior_mean_variance'])}  "
           "mutual information " + ("n/a (planar posterior: q(z|x) is known only at its own "
                                    "samples)" if mi is None else f"{mi:.2f} nats"))

@@ -25,6 +25,7 @@ import torch
 from .checkpoint import atomic_write_bytes
 from .model import posterior_mean
 from .objectives import kl_per_dim
+from .runs import EVALUATION
 
 REPORT = "report.html"
 MAX_TRAVERSAL_DIMS = 16  # rows of the traversal figure (dimensions with the most KL)
@@ -147,7 +148,7 @@ def read_history(run_dir: Path) -> list[dict]:
 def run_results(run_dir: Path) -> dict:
     """results.json overlaid with evaluation.json (written by ``vaekit evaluate`` diagnostics)."""
     results = read_json(run_dir / "results.json")
-    results.update(read_json(run_dir / "evaluation.json"))
+    results.update(read_json(run_dir / EVALUATION))
     return results
 
 

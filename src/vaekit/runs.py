@@ -15,6 +15,7 @@ from .latents import slerp
 from .model import VAE, build_model, posterior_mean
 
 WEIGHTS = "model.safetensors"
+EVALUATION = "evaluation.json"  # written by `vaekit evaluate` on the run's own test set
 
 
 def save_weights(model: VAE, config: RunConfig, dataset, path: str | Path) -> None:
