@@ -1,13 +1,16 @@
 """Priors x posteriors on MNIST: trains every preset in presets/ with the same architecture and
 budget and writes a markdown table (test ELBO, importance-sampled log-likelihood, wall-clock
-time) to docs/priors.md.
+time) to docs/priors-results-<data>.md.
 
-    python benchmarks/priors_table.py --data-dir /work/shared/data/mnist --epochs 5 \
+    python benchmarks/priors_table.py --data-dir ../shared/data/mnist --epochs 10 \
         --num-test 2000 --num-samples 1000
+    python benchmarks/priors_table.py --data binarized-mnist --binarize none \
+        --data-dir ../shared/data/binarized-mnist --epochs 10 --num-test 2000 --num-samples 1000
 
 log p(x) ~ log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (Burda et al. 2016), by
-``vaekit.evaluation.log_likelihood`` (chunks of log-weights, one logsumexp). Runs already finished (results.json and
-ll.json in the run directory) are reused, so an interrupted table can be completed."""
+``vaekit.evaluation.log_likelihood`` (chunks of log-weights, one logsumexp). Rows already
+finished (table_row.json in the run directory) and trainings already done (train_seconds.json)
+are reused, so an interrupted table can be completed."""
 
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="runs/priors-table")
     parser.add_argument("--presets", nargs="*", default=PRESETS)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "priors-results.md"))
+    parser.add_argument("--out", help="markdown file (default docs/priors-results-<data>.md)")
     parser.add_argument("--table-only", action="store_true",
                         help="train nothing: tabulate the runs already finished")
     args = parser.parse_args()
@@ -110,7 +113,8 @@ def main() -> None:
                      f"{r['log_likelihood'] - r['elbo']:.2f} | {r['elbo_all_test']:.2f} | "
                      f"{r['train_seconds']:.0f} s | "
                      f"{r['num_parameters']:,} |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = args.out or ROOT / "docs" / f"priors-results-{args.data}.md"
+    Path(out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
