@@ -34,6 +34,7 @@ from vaekit.evaluation import log_likelihood
 from vaekit.model import VAE, build_model
 
 DATA_SHAPE = (1, 28, 28)
+DEFAULT_NUM_SAMPLES = 5000  # the paper protocol (Burda et al. 2016)
 Method = Callable[[VAE, torch.Tensor, int], torch.Tensor]  # (model, x, K) -> log p(x) [N]
 
 
@@ -99,9 +100,9 @@ def pythae_method() -> Method | None:
         return None
     from pythae.models import VAE as PythaeVAE, VAEConfig
     from pythae.models.base.base_utils import ModelOutput
-    from torch import nn
+    from pythae.models.nn import BaseDecoder, BaseEncoder
 
-    class Encoder(nn.Module):
+    class Encoder(BaseEncoder):
         def __init__(self, vae):
             super().__init__()
             self.net = vae.encoder.net
@@ -110,7 +111,7 @@ def pythae_method() -> Method | None:
             loc, log_var = self.net(x).chunk(2, dim=-1)
             return ModelOutput(embedding=loc, log_covariance=log_var)
 
-    class Decoder(nn.Module):
+    class Decoder(BaseDecoder):
         def __init__(self, vae):
             super().__init__()
             self.net = vae.decoder.net
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir")
     parser.add_argument("--data-dir", default="/work/shared/data/mnist")
     parser.add_argument("--num-images", type=int, default=16)
-    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES)
     parser.add_argument("--chunks", default="512,1024,2048,4096",
                         help="vaekit decoder chunk sizes to compare")
     parser.add_argument("--rounds", type=int, default=3)

@@ -3,12 +3,16 @@
     python benchmarks/run.py            # full run (~10 minutes on 2 cores)
     python benchmarks/run.py --quick    # a few minutes
     python benchmarks/run.py --json     # one JSON object with a "ratios" entry
+    python benchmarks/run.py --no-compile --no-eval   # eager training loops only
 
 Every competitor runs in this process, interleaved round by round (A B C A B C ...), and the
 median throughput per competitor is reported, so the ratios hold on a noisy, shared machine.
 Models: the canonical 784-400-20 MLP VAE (ReLU, Bernoulli likelihood with dynamic binarization,
 Adam 1e-3, batch 128) and vaekit's convolutional VAE on 1x28x28, trained on MNIST read from
-../shared/data/mnist (or --data-dir)."""
+../shared/data/mnist (or --data-dir). The MLP also runs on the fast path (torch.compile) against
+the tight loop compiled alike. Then the importance-sampled log p(x) at K = 5000 against a
+batched reference and Pythae's get_nll (benchmarks/eval_loglik.py). Also reported: GFLOP/s as a
+fraction of the float32 matmul peak measured here, and extra peak memory of each loop."""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ import vaekit  # noqa: E402
 from vaekit.config import RunConfig, merge  # noqa: E402
 from vaekit.data import Dataset, load_dataset  # noqa: E402
 from vaekit.nets import ConvDecoderNet, ConvEncoderNet  # noqa: E402
-from vaekit.training import Trainer  # noqa: E402
+from vaekit.training import EpochProgress, Trainer  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mnist"
 BATCH = 128
@@ -105,17 +109,19 @@ def reference_loss(model, x, logits_form=True):
     return (rec + kld) / len(x)
 
 
-def make_tight_loop(model_cls, x_all: torch.Tensor):
-    """Data preloaded as one tensor, shuffled index slicing, plain Adam, no DataLoader."""
+def make_tight_loop(model_cls, x_all: torch.Tensor, fast: bool = False):
+    """Data preloaded as one tensor, shuffled index slicing, plain Adam, no DataLoader. With
+    ``fast``: fused Adam and the loss (forward and backward) under torch.compile."""
     model = model_cls()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fast or None)
+    loss_fn = torch.compile(reference_loss) if fast else reference_loss
 
     def run(num_images: int) -> None:
         perm = torch.randperm(len(x_all))[:num_images]
         for i in range(0, num_images, BATCH):
             x = x_all[perm[i : i + BATCH]]
             x = (torch.rand_like(x) < x).float()
-            loss = reference_loss(model, x)
+            loss = loss_fn(model, x)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -159,6 +165,7 @@ def make_vaekit_loop(arch: str, dataset: Dataset, **train_options):
             cache[num_images] = Trainer(config, "/tmp/vaekit-bench", dataset=subset,
                                         progress=False, log=lambda m: None)
         trainer = cache[num_images]
+        trainer.in_epoch = EpochProgress()  # a whole epoch each call (as the loop does after one)
         trainer._train_epoch()
         trainer.epoch += 1
 
@@ -222,37 +229,48 @@ def pythae_loop(arch: str, x_all: torch.Tensor):
 
 # -- measurement ---------------------------------------------------------------------------
 def interleaved(competitors: dict[str, Callable[[int], None]], num_images: int, rounds: int
-                ) -> dict[str, float]:
-    """Median images/s of each competitor over ``rounds`` interleaved rounds (after warm-up)."""
-    for run in competitors.values():
-        run(min(num_images, 10 * BATCH))  # warm-up (and compilation, where there is any)
+                ) -> tuple[dict[str, float], dict[str, float | None]]:
+    """Median images/s of each competitor over ``rounds`` interleaved rounds, after a warm-up
+    round on the same work, and the extra peak memory of that warm-up round (MiB)."""
+    memory = {name: extra_peak_mb(lambda run=run: run(num_images))  # set-up, compilation
+              for name, run in competitors.items()}
     times: dict[str, list[float]] = {name: [] for name in competitors}
     for _ in range(rounds):
         for name, run in competitors.items():
             start = time.perf_counter()
             run(num_images)
             times[name].append(num_images / (time.perf_counter() - start))
-    return {name: statistics.median(v) for name, v in times.items()}
+    return {name: statistics.median(v) for name, v in times.items()}, memory
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and images")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
-    args = parser.parse_args(argv)
-    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
-    dataset = load_dataset("mnist", args.data_dir)
+
+def extra_peak_mb(run: Callable[[], None]) -> float | None:
+    """Peak resident memory of ``run()`` above the process's memory before it (MiB): on Linux,
+    writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current resident size.
+    None where that is not available."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    before = _status_mb("VmRSS")
+    run()
+    return _status_mb("VmHWM") - before
+
+
+def training_section(args, dataset: Dataset, peak: float, log) -> dict[str, dict]:
+    """Training throughput of every competitor, interleaved; MLP and conv."""
     x_all = dataset.train
-    peak = matmul_peak_gflops()
-    log(f"float32 matmul peak: {peak:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
     num_images, rounds = (6400, 3) if args.quick else (25600, 5)
-
     results: dict[str, dict] = {}
     for arch, model_cls in [("mlp", ReferenceMLPVAE), ("conv", ReferenceConvVAE)]:
         tight, tight_model = make_tight_loop(model_cls, x_all)
@@ -262,11 +280,16 @@ def main(argv=None) -> int:
             f"{arch}/tight": tight,
             f"{arch}/dataloader": loader,
         }
+        if arch == "mlp" and not args.no_compile:
+            # the fast path: torch.compile of the loss (fused Adam and the logits-form
+            # likelihood are already the default), against the tight loop given the same help
+            competitors[f"{arch}/vaekit-compiled"] = make_vaekit_loop(arch, dataset, compile=True)
+            competitors[f"{arch}/tight-compiled"] = make_tight_loop(model_cls, x_all, fast=True)[0]
         pythae = pythae_loop(arch, x_all)
         if pythae is not None:
             competitors[f"{arch}/pythae"] = pythae
         n = num_images if arch == "mlp" else num_images // 4
-        speeds = interleaved(competitors, n, rounds)
+        speeds, memory = interleaved(competitors, n, rounds)
 
         def one_step(x, model=tight_model):
             reference_loss(model, x).backward()
@@ -275,9 +298,64 @@ def main(argv=None) -> int:
         for name, speed in speeds.items():
             gflops = speed * flops / 1e9
             results[name] = {"images_per_second": speed, "gflops": gflops,
-                             "fraction_of_peak": gflops / peak}
-            log(f"{name:18s} {speed:9.0f} images/s  {gflops:6.1f} GFLOP/s  "
-                f"{100 * gflops / peak:5.1f}% of peak")
+                             "fraction_of_peak": gflops / peak, "extra_peak_mb": memory[name]}
+            mem = "" if memory[name] is None else f"  {memory[name]:6.1f} MiB"
+            log(f"{name:22s} {speed:9.0f} images/s  {gflops:6.1f} GFLOP/s  "
+                f"{100 * gflops / peak:5.1f}% of peak{mem}")
+    return results
+
+
+def evaluation_section(args, peak: float, log) -> dict[str, dict]:
+    """Importance-sampled log p(x) at K = 5000 (benchmarks/eval_loglik.py's methods):
+    vaekit's log_likelihood, the batched reference, Pythae's get_nll when installed."""
+    import eval_loglik as ev
+
+    model = ev.canonical_model()
+    x = ev.test_images(4 if args.quick else 16, args.data_dir)
+    k = ev.DEFAULT_NUM_SAMPLES
+    methods = {"eval/vaekit": ev.vaekit_method(), "eval/reference": ev.reference_log_likelihood}
+    pythae = ev.pythae_method()
+    if pythae is not None:
+        methods["eval/pythae"] = pythae
+    rates = ev.interleaved_throughput(methods, model, x, k, rounds=2 if args.quick else 3)
+    flops = ev.decoder_flops_per_image(model, k)
+    results = {}
+    for name, rate in rates.items():
+        results[name] = {"images_per_second": rate, "fraction_of_peak": rate * flops / 1e9 / peak}
+        log(f"{name:22s} {rate:9.1f} images/s (K={k})  {100 * rate * flops / 1e9 / peak:5.1f}% of "
+            "peak in the decoder")
+    if not args.no_memory:
+        for name, kind in (("eval/vaekit", "vaekit"), ("eval/reference", "reference")):
+            results[name]["extra_peak_mb"] = ev.peak_memory_mb(kind, k)
+        # bounded by the chunk, not by K: the same evaluation with 4 times the samples
+        results["eval/vaekit"]["extra_peak_mb_4k"] = ev.peak_memory_mb("vaekit", 4 * k)
+        log(f"evaluation peak memory (2 images): vaekit {results['eval/vaekit']['extra_peak_mb']:.1f}"
+            f" MiB at K={k}, {results['eval/vaekit']['extra_peak_mb_4k']:.1f} MiB at K={4 * k}; "
+            f"reference {results['eval/reference']['extra_peak_mb']:.1f} MiB at K={k}")
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and images")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile fast path (about a minute of compilation)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the log p(x) evaluation")
+    parser.add_argument("--no-train", action="store_true", help="skip the training loops")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the evaluation's peak-memory subprocesses")
+    args = parser.parse_args(argv)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else \
+        (lambda *a: print(*a, flush=True))
+
+    dataset = load_dataset("mnist", args.data_dir)
+    peak = matmul_peak_gflops()
+    log(f"float32 matmul peak: {peak:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    results = {} if args.no_train else training_section(args, dataset, peak, log)
+    if not args.no_eval:
+        results.update(evaluation_section(args, peak, log))
 
     def ratio(a: str, b: str) -> float | None:
         if a in results and b in results:
@@ -288,21 +366,27 @@ def main(argv=None) -> int:
         "trainer_vs_tight": ratio("mlp/vaekit", "mlp/tight"),
         "trainer_vs_dataloader": ratio("mlp/vaekit", "mlp/dataloader"),
         "trainer_vs_pythae": ratio("mlp/vaekit", "mlp/pythae"),
+        "fast_vs_tight_compiled": ratio("mlp/vaekit-compiled", "mlp/tight-compiled"),
+        "fast_vs_dataloader": ratio("mlp/vaekit-compiled", "mlp/dataloader"),
+        "fast_vs_pythae": ratio("mlp/vaekit-compiled", "mlp/pythae"),
         "conv_trainer_vs_tight": ratio("conv/vaekit", "conv/tight"),
         "conv_trainer_vs_dataloader": ratio("conv/vaekit", "conv/dataloader"),
+        "eval_vs_reference": ratio("eval/vaekit", "eval/reference"),
+        "eval_vs_pythae": ratio("eval/vaekit", "eval/pythae"),
     }
+    fractions = {name: r["fraction_of_peak"] for name, r in results.items()}
     report = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
-        "matmul_peak_gflops": peak, "results": results, "ratios": ratios,
-        "peak_rss_mb": peak_rss_mb(),
+        "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "quick": args.quick, "matmul_peak_gflops": peak, "results": results, "ratios": ratios,
+        "fraction_of_peak": fractions, "peak_rss_mb": peak_rss_mb(),
     }
     if args.json:
         print(json.dumps(report))
     else:
         print("\nratios (same run):")
         for k, v in ratios.items():
-            print(f"  {k:28s} {'n/a (not installed)' if v is None else f'{v:.2f}x'}")
+            print(f"  {k:28s} {'n/a (not measured or not installed)' if v is None else f'{v:.2f}x'}")
     return 0
 
 
