@@ -23,3 +23,4 @@ def test_mlp_flattens_and_reshapes():
     x = torch.randn(3, 7, 1, 8, 8)
     assert m(x).shape == (3, 7, 2, 5)
     torch.testing.assert_close(m(x)[1, 2], m(x[1, 2:3])[0])  # no mixing across the batch
+    assert m(x[:0]).shape == (0, 7, 2, 5)  # an empty batch keeps its shape

@@ -48,7 +48,7 @@ class MLP(nn.Module):
         # one batch axis for the Linear layers: with samples first ([S, B, ...]) a compiled
         # training step of the 784-400-20 VAE was measured 18% slower than on [S * B, ...]
         # (the backward of Linear on 3-D inputs; docs/performance.md)
-        h = self.layers(x.reshape(-1, math.prod(self.in_shape)))
+        h = self.layers(x.reshape(math.prod(batch_shape), math.prod(self.in_shape)))
         return h.reshape(*batch_shape, *self.out_shape)
 
 
