@@ -34,7 +34,7 @@ PRESETS = ["normal-gaussian", "mog-gaussian", "vamp-gaussian", "flow-gaussian",
            "normal-full", "normal-planar", "normal-iaf", "vamp-full"]
 
 
-def test_subset(x: torch.Tensor, num: int, seed: int) -> torch.Tensor:
+def random_test_subset(x: torch.Tensor, num: int, seed: int) -> torch.Tensor:
     """``num`` test examples drawn at random with a fixed seed (a prefix would be biased: the
     statically binarized MNIST test set is sorted by label)."""
     if num >= len(x):
@@ -59,7 +59,7 @@ def run_one(name: str, args) -> dict:
         train_file.write_text(json.dumps(time.perf_counter() - start))
     model = vaekit.load(run_dir)
     x, _ = run_data(model, split="test")
-    x = test_subset(x, args.num_test, args.seed)
+    x = random_test_subset(x, args.num_test, args.seed)
     start = time.perf_counter()
     elbo = evaluate_elbo(model, x, batch_size=500)["elbo"]
     ll = log_likelihood(model, x, num_samples=args.num_samples, seed=args.seed)

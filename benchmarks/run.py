@@ -1,6 +1,6 @@
 """vaekit performance benchmark: ratios against reference loops measured side by side.
 
-    python benchmarks/run.py            # full run (~10 minutes on 2 cores)
+    python benchmarks/run.py            # full run (about 6 minutes on 2 cores)
     python benchmarks/run.py --quick    # a few minutes
     python benchmarks/run.py --json     # one JSON object with a "ratios" entry
     python benchmarks/run.py --no-compile --no-eval   # eager training loops only
@@ -41,6 +41,9 @@ from vaekit.config import RunConfig, merge  # noqa: E402
 from vaekit.data import Dataset, load_dataset  # noqa: E402
 from vaekit.nets import ConvDecoderNet, ConvEncoderNet  # noqa: E402
 from vaekit.training import EpochProgress, Trainer  # noqa: E402
+
+import eval_loglik as ev  # noqa: E402  (beside this file)
+from eval_loglik import extra_peak_mb  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mnist"
 BATCH = 128
@@ -247,26 +250,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def extra_peak_mb(run: Callable[[], None]) -> float | None:
-    """Peak resident memory of ``run()`` above the process's memory before it (MiB): on Linux,
-    writing 5 to /proc/self/clear_refs resets the peak (VmHWM) to the current resident size.
-    None where that is not available."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    before = _status_mb("VmRSS")
-    run()
-    return _status_mb("VmHWM") - before
-
-
 def training_section(args, dataset: Dataset, peak: float, log) -> dict[str, dict]:
     """Training throughput of every competitor, interleaved; MLP and conv."""
     x_all = dataset.train
@@ -308,8 +291,6 @@ def training_section(args, dataset: Dataset, peak: float, log) -> dict[str, dict
 def evaluation_section(args, peak: float, log) -> dict[str, dict]:
     """Importance-sampled log p(x) at K = 5000 (benchmarks/eval_loglik.py's methods):
     vaekit's log_likelihood, the batched reference, Pythae's get_nll when installed."""
-    import eval_loglik as ev
-
     model = ev.canonical_model()
     x = ev.test_images(4 if args.quick else 16, args.data_dir)
     k = ev.DEFAULT_NUM_SAMPLES

@@ -374,10 +374,10 @@ def start_stepped_vaekit(*args):
 def signal_after_steps(proc, num_steps, sig, delay):
     """Reads the process's output until it has announced ``num_steps`` optimizer steps (or
     ended), waits ``delay`` seconds and sends ``sig``; returns its first output line."""
-    first_line = line = proc.stdout.readline()
+    first_line = line = proc.stdout.readline()  # never a step line
     while line and num_steps > 0:
+        line = proc.stdout.readline()
         num_steps -= line.startswith("step ")
-        line = proc.stdout.readline() if num_steps > 0 else line
     time.sleep(delay)
     if proc.poll() is None:
         proc.send_signal(sig)

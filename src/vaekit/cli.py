@@ -346,8 +346,8 @@ def cmd_evaluate(args) -> int:
             progress=not args.no_progress and group.is_main, distributed=group.active)}
     if not group.is_main:
         return 0
-    if args.data is None and args.split == "test":
-        # the run's own test set: kept with the run, so `vaekit report` shows log p(x) & co.
+    own_test_set = args.data is None and args.split == "test"
+    if own_test_set:  # kept with the run, so `vaekit report` shows log p(x) & co.
         from .checkpoint import atomic_write_bytes
 
         atomic_write_bytes(Path(args.run_dir) / EVALUATION,
@@ -363,10 +363,10 @@ def cmd_evaluate(args) -> int:
         print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
               f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
               f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
-    mi = result["mutual_information"]
-    if args.data is None and args.split == "test":
+    if own_test_set:
         print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
               "it to the report)")
+    mi = result["mutual_information"]
     print(f"active units {result['active_units']}/{len(result['posterior_mean_variance'])}  "
           "mutual information " + ("n/a (planar posterior: q(z|x) is known only at its own "
                                    "samples)" if mi is None else f"{mi:.2f} nats"))

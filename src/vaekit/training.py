@@ -222,6 +222,10 @@ class Trainer:
             self.model, self.device, precision=tc.precision, compile=tc.compile,
             loss_fn=lambda model, x, **options: training_loss(model, x, **options))
         self.scaler = grad_scaler(self.device, tc.precision)
+        # beta as an input of the compiled graph, updated in place: a float would be a constant
+        # in it, and every new value during KL warm-up would compile the loss again
+        self.beta_input = torch.zeros((), device=self.device) \
+            if tc.compile and tc.objective == "elbo" else None
         if tc.compile:
             self._resolve_dispatch_before_compiling()
         if self.rank > 0:
@@ -326,10 +330,8 @@ class Trainer:
     def _loss_kwargs(self) -> dict:
         tc = self.config.train
         beta = self._beta()
-        if tc.compile and tc.objective == "elbo":
-            # a tensor is an input of the compiled graph; a float is a constant in it, and every
-            # new value during KL warm-up would compile the loss again
-            beta = torch.tensor(beta, device=self.device)
+        if self.beta_input is not None:
+            beta = self.beta_input.fill_(beta)
         return dict(objective=tc.objective, beta=beta, free_bits=tc.free_bits,
                     num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
 
