@@ -53,3 +53,43 @@ def test_support_checks():
         ContinuousBernoulliLikelihood.check_support(torch.tensor([-0.1, 0.5]))
     with pytest.raises(DataError, match="NaN"):
         GaussianLikelihood.check_support(torch.tensor([float("nan")]))
+
+
+def test_bernoulli_probabilities_of_all_binary_images_sum_to_one():
+    lik = BernoulliLikelihood(nn.Identity(), (2, 2))
+    logits = torch.tensor([[[-3.0, 0.5], [2.0, 40.0]]], dtype=torch.float64)  # one 2x2 image
+    images = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * 4
+                                  ).view(16, 2, 2)
+    log_p = lik(logits).log_prob(images)  # x broadcast against the logits' batch
+    assert log_p.shape == (16,)
+    assert float(torch.logsumexp(log_p, 0)) == pytest.approx(0.0, abs=1e-12)
+    expected = (images * torch.sigmoid(logits) + (1 - images) * torch.sigmoid(-logits)).log()
+    torch.testing.assert_close(log_p, expected.sum((-1, -2)))
+
+
+@pytest.mark.parametrize("logits_shape, x_shape", [
+    ((5, 3, 1, 4, 4), (3, 1, 4, 4)),  # K samples, x broadcast over them (the log p(x) case)
+    ((3, 1, 4, 4), (3, 1, 4, 4)),  # one sample per example (the training case)
+    ((1, 3, 1, 4, 4), (3, 1, 4, 4)),
+    ((3, 1, 4, 4), (2, 3, 1, 4, 4)),  # x with more leading axes than the logits
+])
+def test_bernoulli_log_prob_and_its_gradient_match_torch_distributions(logits_shape, x_shape):
+    lik = BernoulliLikelihood(nn.Identity(), (1, 4, 4))
+    logits = (6 * torch.randn(logits_shape)).requires_grad_()
+    x = (torch.rand(x_shape) < 0.3).float()
+    ours = lik(logits).log_prob(x)
+    theirs = torch.distributions.Independent(torch.distributions.Bernoulli(logits=logits), 3
+                                             ).log_prob(x)
+    torch.testing.assert_close(ours, theirs)
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    (g_theirs,) = torch.autograd.grad(theirs.sum(), logits)
+    torch.testing.assert_close(g_ours, g_theirs)
+
+
+def test_bernoulli_log_prob_is_finite_and_exact_for_extreme_logits():
+    lik = BernoulliLikelihood(nn.Identity(), (4,))
+    logits = torch.tensor([[1e4, -1e4, 1e4, -1e4]])
+    torch.testing.assert_close(lik(logits).log_prob(torch.tensor([[1.0, 0.0, 1.0, 0.0]])),
+                               torch.tensor([0.0]))
+    torch.testing.assert_close(lik(logits).log_prob(torch.tensor([[0.0, 1.0, 1.0, 0.0]])),
+                               torch.tensor([-2e4]))

@@ -11,7 +11,7 @@ from vaekit.checkpoint import load_tensors
 from vaekit.config import RunConfig, merge
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import evaluate_elbo
-from vaekit.training import Trainer
+from vaekit.training import Trainer, dynamic_binarize
 
 
 def tiny(epochs=2, **model):
@@ -321,3 +321,23 @@ def test_compiled_training_follows_the_eager_run_and_compiles_once_per_batch_sha
     for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
     assert compiled.history[-1]["val_elbo"] == pytest.approx(eager.history[-1]["val_elbo"], abs=1e-3)
+
+
+def test_dynamic_binarization_draws_bernoulli_pixels_with_the_grey_level_as_probability():
+    torch.manual_seed(0)
+    levels = torch.tensor([0.0, 1.0, 0.5, 1 / 255, 254 / 255, 0.3, 0.9999])
+    n = 300_000
+    x = levels.repeat_interleave(n).view(len(levels), n // 3, 3)  # odd shapes: 4 pixels per draw
+    draws = dynamic_binarize(x)
+    assert draws.dtype == x.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
+    frequency = draws.flatten(1).mean(1).double()
+    assert frequency[0] == 0 and frequency[1] == 1  # exact at the ends
+    p = levels.double()
+    z = (frequency - p) / (p * (1 - p) / n).clamp_min(1e-30).sqrt()
+    assert z[2:].abs().max() < 4.5, z  # within sampling error of Bernoulli(p)
+    # fresh draws each call, reproducible from the seed
+    torch.manual_seed(1)
+    first = dynamic_binarize(x[2])
+    assert not torch.equal(first, dynamic_binarize(x[2]))
+    torch.manual_seed(1)
+    assert torch.equal(first, dynamic_binarize(x[2]))

@@ -71,9 +71,20 @@ def prepare_data(dataset: Dataset, config: RunConfig, model: VAE) -> PreparedDat
 
 
 def dynamic_binarize(x: torch.Tensor) -> torch.Tensor:
-    """A fresh draw x_b ~ Bernoulli(x) each time (``rand < x``: torch.bernoulli is several times
-    slower on CPU)."""
-    return (torch.rand_like(x) < x).to(x.dtype)
+    """A fresh draw x_b = [u < x] each time, u uniform on the 2^16 levels {j / 2^16}: so
+    P(x_b = 1) = ceil(2^16 x) / 2^16, Bernoulli(x) to within 2^-16 (exact at 0 and 1; grey
+    levels of 8-bit images k/255 are off by less than 1.6e-5).
+
+    Written by hand for speed: torch's CPU generator (mt19937) runs on one thread and costs per
+    draw, and ``rand_like`` takes one 32-bit draw per pixel (0.47 ms per 128 x 784 batch on a
+    2-core CPU, about a tenth of a training step) while 64 random bits cover 4 pixels here
+    (0.13 ms); ``torch.bernoulli`` is slower still. Uses the global generator, so seeding and
+    resuming from a saved random state reproduce the draws exactly."""
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
+    bits.random_(-(2**63), None)  # all 64 bits uniform (to=None: the whole int64 range)
+    u = bits.view(torch.int16)[:n].view(x.shape)  # uniform on {-2^15, ..., 2^15 - 1}
+    return (u < x * 65536.0 - 32768.0).to(x.dtype)
 
 
 def resolve_device(name: str) -> torch.device:
