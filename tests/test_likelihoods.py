@@ -68,7 +68,8 @@ def test_bernoulli_probabilities_of_all_binary_images_sum_to_one():
 
 
 @pytest.mark.parametrize("logits_shape, x_shape", [
-    ((5, 3, 1, 4, 4), (3, 1, 4, 4)),  # K samples, x broadcast over them (the log p(x) case)
+    ((80, 3, 1, 4, 4), (3, 1, 4, 4)),  # many samples per x (the log p(x) case: a contraction)
+    ((5, 3, 1, 4, 4), (3, 1, 4, 4)),  # a few samples per x (IWAE training)
     ((3, 1, 4, 4), (3, 1, 4, 4)),  # one sample per example (the training case)
     ((1, 3, 1, 4, 4), (3, 1, 4, 4)),
     ((3, 1, 4, 4), (2, 3, 1, 4, 4)),  # x with more leading axes than the logits

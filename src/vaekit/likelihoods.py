@@ -49,10 +49,12 @@ class IndependentBernoulli(Independent):
         n = self.reinterpreted_batch_ndims
         logits = self.base_dist.logits.flatten(-n) if n else self.base_dist.logits.unsqueeze(-1)
         value = value.flatten(-n) if n else value.unsqueeze(-1)
-        if value.shape == logits.shape:
-            x_dot_l = (logits * value).sum(-1)
-        else:  # x broadcast over leading sample axes: a batched matrix-vector product
+        if logits.numel() >= 64 * value.numel():
+            # x shared by many samples: a batched matrix-vector product, x never expanded
+            # (einsum's batched product is slow for few samples per x, as in training)
             x_dot_l = torch.einsum("...d,...d->...", logits, value)
+        else:
+            x_dot_l = (logits * value).sum(-1)
         return x_dot_l - F.softplus(logits).sum(-1)
 
 
