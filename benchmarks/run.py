@@ -1,6 +1,6 @@
 """vaekit performance benchmark: ratios against reference loops measured side by side.
 
-    python benchmarks/run.py            # full run (about 6 minutes on 2 cores)
+    python benchmarks/run.py            # full run (2-6 minutes on 2 cores, compilation included)
     python benchmarks/run.py --quick    # a few minutes
     python benchmarks/run.py --json     # one JSON object with a "ratios" entry
     python benchmarks/run.py --no-compile --no-eval   # eager training loops only
