@@ -94,3 +94,12 @@ def test_bernoulli_log_prob_is_finite_and_exact_for_extreme_logits():
                                torch.tensor([0.0]))
     torch.testing.assert_close(lik(logits).log_prob(torch.tensor([[0.0, 1.0, 1.0, 0.0]])),
                                torch.tensor([-2e4]))
+
+
+def test_bernoulli_log_prob_stays_float32_under_autocast():
+    lik = BernoulliLikelihood(nn.Identity(), (784,))
+    logits, x = 4 * torch.randn(100, 2, 784), (torch.rand(2, 784) < 0.3).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = lik(logits).log_prob(x)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, lik(logits).log_prob(x))

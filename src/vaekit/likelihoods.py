@@ -51,8 +51,10 @@ class IndependentBernoulli(Independent):
         value = value.flatten(-n) if n else value.unsqueeze(-1)
         if logits.numel() >= 64 * value.numel():
             # x shared by many samples: a batched matrix-vector product, x never expanded
-            # (einsum's batched product is slow for few samples per x, as in training)
-            x_dot_l = torch.einsum("...d,...d->...", logits, value)
+            # (einsum's batched product is slow for few samples per x, as in training); in
+            # float32 even under autocast, which would run it in 16 bits
+            with torch.autocast(logits.device.type, enabled=False):
+                x_dot_l = torch.einsum("...d,...d->...", logits, value.to(logits.dtype))
         else:
             x_dot_l = (logits * value).sum(-1)
         return x_dot_l - F.softplus(logits).sum(-1)

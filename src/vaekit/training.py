@@ -78,13 +78,16 @@ def dynamic_binarize(x: torch.Tensor) -> torch.Tensor:
     Written by hand for speed: torch's CPU generator (mt19937) runs on one thread and costs per
     draw, and ``rand_like`` takes one 32-bit draw per pixel (0.47 ms per 128 x 784 batch on a
     2-core CPU, about a tenth of a training step) while 64 random bits cover 4 pixels here
-    (0.13 ms); ``torch.bernoulli`` is slower still. Uses the global generator, so seeding and
-    resuming from a saved random state reproduce the draws exactly."""
+    (0.13 ms); ``torch.bernoulli`` is slower still. On other devices (a parallel generator)
+    it is ``rand_like(x) < x``. Uses the global generator, so seeding and resuming from a saved
+    random state reproduce the draws exactly."""
+    if x.device.type != "cpu":
+        return (torch.rand_like(x) < x).to(x.dtype)
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)
     bits.random_(-(2**63), None)  # all 64 bits uniform (to=None: the whole int64 range)
     u = bits.view(torch.int16)[:n].view(x.shape)  # uniform on {-2^15, ..., 2^15 - 1}
-    return (u < x * 65536.0 - 32768.0).to(x.dtype)
+    return (u < x.float() * 65536.0 - 32768.0).to(x.dtype)
 
 
 def resolve_device(name: str) -> torch.device:
