@@ -326,8 +326,8 @@ def test_compiled_training_follows_the_eager_run_and_compiles_once_per_batch_sha
 def test_dynamic_binarization_draws_bernoulli_pixels_with_the_grey_level_as_probability():
     torch.manual_seed(0)
     levels = torch.tensor([0.0, 1.0, 0.5, 1 / 255, 254 / 255, 0.3, 0.9999])
-    n = 300_000
-    x = levels.repeat_interleave(n).view(len(levels), n // 3, 3)  # odd shapes: 4 pixels per draw
+    n = 300_003  # 7 n pixels, not a multiple of the 4 pixels each 64-bit draw covers
+    x = levels.repeat_interleave(n).view(len(levels), n // 3, 3)
     draws = dynamic_binarize(x)
     assert draws.dtype == x.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
     frequency = draws.flatten(1).mean(1).double()

@@ -20,9 +20,12 @@ from .errors import DataError
 
 class _LogitsLikelihood(nn.Module):
     """p(x|z) = prod_d D(x_d; logits_d(z)) for a one-parameter family D taking ``logits``
-    (``distribution``); the network maps ``z [..., L] -> logits [..., *data_shape]``."""
+    (``distribution``); the network maps ``z [..., L] -> logits [..., *data_shape]``. The
+    per-dimension factors are summed over the data axes by ``independent`` (an ``Independent``
+    or a subclass computing ``log_prob`` faster)."""
 
     distribution: type[Distribution]
+    independent: type[Independent] = Independent
 
     def __init__(self, net: nn.Module, data_shape: Sequence[int]) -> None:
         super().__init__()
@@ -31,7 +34,7 @@ class _LogitsLikelihood(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Distribution:
         per_dim = self.distribution(logits=self.net(z), validate_args=False)
-        return Independent(per_dim, len(self.data_shape), validate_args=False)
+        return self.independent(per_dim, len(self.data_shape), validate_args=False)
 
 
 class IndependentBernoulli(Independent):
@@ -66,11 +69,8 @@ class BernoulliLikelihood(_LogitsLikelihood):
     stable form (:class:`IndependentBernoulli`)."""
 
     distribution = Bernoulli
+    independent = IndependentBernoulli
     support = "binary values {0, 1}"
-
-    def forward(self, z: torch.Tensor) -> Distribution:
-        per_dim = Bernoulli(logits=self.net(z), validate_args=False)
-        return IndependentBernoulli(per_dim, len(self.data_shape), validate_args=False)
 
     @staticmethod
     def check_support(x: torch.Tensor) -> None:
