@@ -42,9 +42,9 @@ def canonical_model(run_dir: str | None = None) -> VAE:
     """The trained model of ``run_dir``, else a freshly initialised 784-400-20 MLP VAE
     (throughput does not depend on the weights)."""
     if run_dir:
-        from vaekit.runs import load
+        from vaekit.run import load
 
-        return load(run_dir)
+        return load(run_dir).model
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=(400,), latent_dim=20, likelihood="bernoulli")
     return build_model(cfg, DATA_SHAPE).eval()

@@ -19,7 +19,7 @@ import torch
 from vaekit.config import ModelConfig
 from vaekit.model import build_model
 from vaekit.objectives import training_loss
-from vaekit.training import gradient_sum, make_optimizer
+from vaekit.training.step import gradient_sum, make_optimizer
 
 
 def step_loss_only(model, optimizer, x):

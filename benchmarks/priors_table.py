@@ -26,7 +26,6 @@ import torch
 import vaekit
 from vaekit.config import load_config_file, merge
 from vaekit.evaluation import evaluate_elbo, log_likelihood
-from vaekit.runs import run_data
 from vaekit.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +56,9 @@ def run_one(name: str, args) -> dict:
         start = time.perf_counter()
         Trainer(config, run_dir, progress=False).fit()
         train_file.write_text(json.dumps(time.perf_counter() - start))
-    model = vaekit.load(run_dir)
-    x, _ = run_data(model, split="test")
+    run = vaekit.load(run_dir)
+    model = run.model
+    x, _ = run.split("test")
     x = random_test_subset(x, args.num_test, args.seed)
     start = time.perf_counter()
     elbo = evaluate_elbo(model, x, batch_size=500)["elbo"]

@@ -40,7 +40,7 @@ import vaekit  # noqa: E402
 from vaekit.config import RunConfig, merge  # noqa: E402
 from vaekit.data import Dataset, load_dataset  # noqa: E402
 from vaekit.nets import ConvDecoderNet, ConvEncoderNet  # noqa: E402
-from vaekit.training import EpochProgress, Trainer  # noqa: E402
+from vaekit.training import Trainer  # noqa: E402
 
 import eval_loglik as ev  # noqa: E402  (beside this file)
 from eval_loglik import extra_peak_mb  # noqa: E402
@@ -168,9 +168,7 @@ def make_vaekit_loop(arch: str, dataset: Dataset, **train_options):
             cache[num_images] = Trainer(config, "/tmp/vaekit-bench", dataset=subset,
                                         progress=False, log=lambda m: None)
         trainer = cache[num_images]
-        trainer.in_epoch = EpochProgress()  # a whole epoch each call (as the loop does after one)
-        trainer._train_epoch()
-        trainer.epoch += 1
+        trainer.train_epoch()  # the training part of one whole epoch, as fit() runs it
 
     return run
 

@@ -7,10 +7,10 @@ after it, so a test can signal the process at a chosen step whatever the machine
 import sys
 import time
 
-from vaekit import training
+from vaekit.training import loop
 from vaekit.cli import main
 
-_train_step = training.Trainer._train_step
+_train_step = loop.Trainer.train_step
 
 
 def announced_step(self, x):
@@ -20,7 +20,7 @@ def announced_step(self, x):
     return result
 
 
-training.Trainer._train_step = announced_step
+loop.Trainer.train_step = announced_step
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))

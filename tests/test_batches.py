@@ -1,6 +1,6 @@
 import torch
 
-from vaekit.batches import TensorBatches
+from vaekit.data.batches import TensorBatches
 
 
 def test_epoch_covers_every_example_once_and_is_reproducible():

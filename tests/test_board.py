@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from vaekit.board import TENSORBOARD_DIR, EpochBoard, scalar_tag
+from vaekit.view.board import TENSORBOARD_DIR, EpochBoard, scalar_tag
 from vaekit.config import ModelConfig
 from vaekit.model import build_model
 

@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from vaekit.checkpoint import (atomic_write_bytes, flatten_state, load_tensors, save_tensors,
+from vaekit.storage import (atomic_write_bytes, flatten_state, load_tensors, save_tensors,
                                unflatten_state)
 from vaekit.errors import CheckpointError
 

@@ -50,7 +50,7 @@ def test_gradients_table_without_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,needle", [
     (["gradients", "--num-samples", "1"], "at least 2"),
-    (["train", "--gradient-estimator", "reinforce"], "invalid choice"),
+    (["train", "--gradient-estimator", "reinforce"], "unknown gradient estimator"),
     (["train", *FAST, "--gradient-estimator", "score-baseline"], "num-samples 2"),
 ])
 def test_bad_input_is_one_line(args, needle, tmp_path, capsys):

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from vaekit.config import RunConfig, config_from_dict, load_config_file, merge, resolve, save_config
+from vaekit.data import dataset_defaults
 from vaekit.errors import ConfigError
 
 
@@ -44,16 +45,16 @@ def test_bad_file(tmp_path):
 
 
 def test_resolve_fills_auto_fields_from_the_data():
-    grey = resolve(RunConfig(), dataset_name="mnist", value_kind="unit")
+    grey = resolve(RunConfig(), defaults=dataset_defaults("mnist"), value_kind="unit")
     assert (grey.model.likelihood, grey.data.binarize) == ("bernoulli", "dynamic")
     assert grey.model.hidden == (400,) and grey.model.latent_dim == 20 and grey.train.epochs == 10
-    real = resolve(RunConfig(), dataset_name="table.csv", value_kind="real")
+    real = resolve(RunConfig(), defaults=dataset_defaults("table.csv"), value_kind="real")
     assert (real.model.likelihood, real.data.binarize) == ("gaussian", "none")
-    binary = resolve(RunConfig(), dataset_name="binarized-mnist", value_kind="binary")
+    binary = resolve(RunConfig(), defaults=dataset_defaults("binarized-mnist"), value_kind="binary")
     assert binary.data.binarize == "none"
-    digits = resolve(RunConfig(), dataset_name="digits", value_kind="unit")
+    digits = resolve(RunConfig(), defaults=dataset_defaults("digits"), value_kind="unit")
     assert (digits.model.likelihood, digits.data.binarize) == ("gaussian", "none")
-    explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), dataset_name="digits", value_kind="unit")
+    explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), defaults=dataset_defaults("digits"), value_kind="unit")
     assert explicit.train.epochs == 2
     assert json.loads(explicit.model_dump_json())["model"]["latent_dim"] == 8
 
@@ -155,3 +156,44 @@ def test_values_found_by_fuzzing_are_rejected(values, needle):
     with pytest.raises(ConfigError) as err:
         config_from_dict(values)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+# -- cross-field rules: refused by the config, before any data is loaded or file written -------
+@pytest.mark.parametrize("args,needle", [
+    (["--objective", "iwae", "--num-samples", "5", "--gradient-estimator", "score"],
+     "uses reparameterized gradients"),
+    (["--gradient-estimator", "score-baseline", "--num-samples", "1"], "--num-samples 2 or more"),
+    (["--objective", "iwae-dreg", "--num-samples", "5", "--posterior", "iaf"], "iwae-dreg"),
+    (["--objective", "iwae-dreg", "--num-samples", "5", "--posterior", "planar"], "iwae-dreg"),
+    (["--objective", "iwae", "--beta", "0.5"], "ELBO only"),
+    (["--prior", "vamp", "--posterior", "planar"], "evaluates q(z|x) at arbitrary z"),
+    (["--precision", "fp8"], "unknown precision 'fp8' (valid: fp32, bf16, fp16)"),
+    (["--arch", "transformer"], "unknown arch 'transformer' (valid: mlp, conv)"),
+])
+def test_invalid_combinations_exit_2_with_one_line_before_anything_is_written(
+        args, needle, tmp_path, capsys, monkeypatch):
+    from vaekit import data
+    from vaekit.cli import main
+
+    def no_data(*a, **k):
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr(data.registry, "load_dataset", no_data)
+    monkeypatch.setattr("vaekit.training.loop.load_dataset", no_data)
+    out = tmp_path / "run"
+    assert main(["train", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vaekit: error: ") and needle in err, err
+    assert not out.exists()
+
+
+def test_valid_values_come_from_the_registries():
+    from vaekit.cli import build_parser
+    from vaekit.config import choices
+    from vaekit.objectives import OBJECTIVES
+    from vaekit.priors import PRIORS
+
+    assert choices("model", "prior") == tuple(PRIORS)
+    assert choices("train", "objective") == tuple(OBJECTIVES)
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "{" + ",".join(PRIORS) + "}" in help_text

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vaekit import data
+from vaekit.data import downloads as data
 from vaekit.data import (
     DATASET_NAMES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, Dataset, binarize_fixed, load_dataset,
     parse_idx, read_idx,

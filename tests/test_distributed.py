@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,12 +23,11 @@ from safetensors.torch import load_file
 
 import vaekit
 from vaekit.config import RunConfig, merge
-from vaekit.distributed import (launched_by_torchrun, my_batches, per_rank_batch_size,
-                                rank_device, torchrun_command, torchrun_env)
+from vaekit.distributed import launched_by_torchrun, my_batches, per_rank_batch_size, rank_device
+from vaekit.training.launch import torchrun_command, torchrun_env
 from vaekit.errors import ConfigError
 from vaekit.evaluation import evaluate_elbo
 from vaekit.model import build_model
-from vaekit.runs import run_data
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
@@ -129,9 +129,10 @@ def test_rank0_reports_full_data_metrics(two_ranks_and_one):
 def test_only_rank0_writes_and_both_ranks_exit_0(two_ranks_and_one):
     job, ddp, _ = two_ranks_and_one
     assert job.returncode == 0  # torchrun exits 0 only when every worker did
-    assert "WRITES rank=1 count=0" in job.stdout
-    writes0 = [line for line in job.stdout.splitlines() if line.startswith("WRITES rank=0")]
-    assert writes0 and int(writes0[0].split("count=")[1]) > 5  # the hook does see writes
+    # both ranks print at exit, and torchrun may interleave their lines: match anywhere
+    writes = dict(re.findall(r"WRITES rank=(\d+) count=(\d+)", job.stdout))
+    assert writes.get("1") == "0", job.stdout[-2000:]
+    assert int(writes.get("0", 0)) > 5  # the hook does see writes
     assert {p.name for p in ddp.iterdir()} == {
         "config.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl",
         "results.json", "samples.png", "reconstructions.png", "interpolation.png", "report.html"}
@@ -145,8 +146,9 @@ def test_distributed_evaluation_equals_single_process(two_ranks_and_one):
     assert job.returncode == 0, job.stdout[-3000:]
     printed = [json.loads(line) for line in job.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1  # rank 0 alone prints
-    model = vaekit.load(ddp)
-    x, _ = run_data(model)
+    run = vaekit.load(ddp)
+    model = run.model
+    x, _ = run.split()
     want = evaluate_elbo(model, x, batch_size=13)
     for key in ("elbo", "reconstruction", "kl"):
         assert printed[0][key] == pytest.approx(want[key], rel=1e-9, abs=1e-9), key
@@ -195,8 +197,9 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_checkpoint(tmp_path):
     assert len(resumed) == 1 and int(resumed[0].split("epoch ")[1].split(",")[0]) >= 2
     history = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [h["epoch"] for h in history] == list(range(1, 16))
-    model = vaekit.load(tmp_path / "run")
-    x, _ = run_data(model)
+    run = vaekit.load(tmp_path / "run")
+    model = run.model
+    x, _ = run.split()
     result = evaluate_elbo(model, x)
     assert all(np.isfinite(result[k]) for k in ("elbo", "reconstruction", "kl"))
     assert result["elbo"] > history[0]["val_elbo"]  # it kept learning after the restart

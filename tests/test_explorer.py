@@ -16,9 +16,8 @@ from PIL import Image
 import vaekit
 from vaekit.config import ModelConfig, RunConfig, merge
 from vaekit.errors import ConfigError
-from vaekit.explorer import Explorer, LatentSpace
+from vaekit.view.explorer import Explorer, LatentSpace
 from vaekit.model import build_model
-from vaekit.runs import run_data
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +100,9 @@ def test_decode_returns_the_models_mean_as_png(explorer, run):
 
 
 def test_example_starts_from_its_posterior_mean(explorer, run):
-    model = vaekit.load(run)
-    x, labels = run_data(model)
+    loaded = vaekit.load(run)
+    model = loaded.model
+    x, labels = loaded.split()
     status, _, body = get(explorer, "/api/example?index=7")
     example = json.loads(body)
     assert status == 200 and example["label"] == int(labels[7])

@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from vaekit.config import ModelConfig
 from vaekit.model import build_model
-from vaekit.plots import (figure_png, gaussian_quantiles, kl_bars, labelled_grid, latent_map,
+from vaekit.view.plots import (figure_png, gaussian_quantiles, kl_bars, labelled_grid, latent_map,
                           learning_curves, manifold_images, new_figure, project_2d,
                           traversal_images, traversal_order)
 

@@ -9,9 +9,9 @@ import torch
 
 import vaekit
 from vaekit.config import RunConfig, merge
-from vaekit.distributed import LossModule
+from vaekit.training.step import LossModule
 from vaekit.model import build_model
-from vaekit.precision import PRECISIONS, grad_scaler
+from vaekit.training.precision import PRECISIONS, grad_scaler
 
 
 def tiny_config(**train):

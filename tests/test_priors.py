@@ -13,7 +13,7 @@ from scipy.stats import norm
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 import vaekit
-from vaekit.checkpoint import load_tensors, save_tensors
+from vaekit.storage import load_tensors, save_tensors
 from vaekit.config import RunConfig, merge
 from vaekit.errors import ConfigError
 from vaekit.evaluation import evaluate_elbo, evaluate_model, log_likelihood, seeded

@@ -16,8 +16,8 @@ import vaekit
 from vaekit.cli import main
 from vaekit.config import RunConfig, merge
 from vaekit.evaluation import evaluate_elbo
-from vaekit.report import latent_summary, write_report
-from vaekit.runs import run_data
+from vaekit.evaluation import latent_summary
+from vaekit.view.report import write_report
 
 IMAGE_SECTIONS = ["samples", "reconstructions", "interpolations", "traversals"]
 ALWAYS = ["metrics", "latent-map", "curves", "kl-per-dim", "config"]
@@ -88,8 +88,9 @@ def test_report_without_manifold_for_latent_dim_4_and_pca_map(run4):
 
 
 def test_kl_per_dimension_adds_up_to_the_closed_form_kl(run4):
-    model = vaekit.load(run4)
-    x, _ = run_data(model)
+    run = vaekit.load(run4)
+    model = run.model
+    x, _ = run.split()
     summary = latent_summary(model, x, batch_size=50)
     assert summary.means.shape == (len(x), 4)
     kl_total = evaluate_elbo(model, x)["kl"]  # closed-form Gaussian KL, mean over examples

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from vaekit import cli
-from vaekit.checkpoint import load_tensors, save_tensors
+from vaekit.storage import load_tensors, save_tensors
 from vaekit.cli import main
 
 TINY = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "64", "--no-progress"]

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import vaekit
-from vaekit.checkpoint import load_tensors
+from vaekit.storage import load_tensors
 from vaekit.config import RunConfig, merge
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import evaluate_elbo
-from vaekit.training import Trainer, dynamic_binarize
+from vaekit.data import dynamic_binarize
+from vaekit.training import Trainer
 
 
 def tiny(epochs=2, **model):
@@ -136,7 +137,8 @@ def test_a_table_in_mixed_units_is_standardized_and_trains(tmp_path):
 import os  # noqa: E402
 import signal  # noqa: E402
 
-from vaekit import training  # noqa: E402
+from vaekit.training import checkpoint as checkpoint_module  # noqa: E402
+from vaekit.training import loop as training  # noqa: E402
 from vaekit.errors import TrainingDiverged, TrainingInterrupted  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda m: None)
@@ -147,8 +149,9 @@ def without_timing(history):
     return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
-def count_calls(monkeypatch, on_call):
-    """Wraps training.training_loss; ``on_call(n, loss, terms)`` may replace the result of the
+def count_calls(monkeypatch, on_call, trainer=None):
+    """Wraps training.training_loss (in ``trainer``'s loss module when it is built already, else
+    for the trainers built next); ``on_call(n, loss, terms)`` may replace the result of the
     n-th call (0-based)."""
     real = training.training_loss
     calls = []
@@ -158,7 +161,10 @@ def count_calls(monkeypatch, on_call):
         calls.append(len(calls))
         return on_call(len(calls) - 1, model, loss, terms) or (loss, terms)
 
-    monkeypatch.setattr(training, "training_loss", wrapped)
+    if trainer is not None:
+        monkeypatch.setattr(trainer.loss, "loss_fn", wrapped)
+    else:
+        monkeypatch.setattr(training, "training_loss", wrapped)
     return calls
 
 
@@ -184,7 +190,7 @@ def test_sigterm_mid_epoch_saves_and_resume_is_exact(tmp_path, monkeypatch):
     assert (meta["epoch"], meta["step"], meta["in_epoch"]["batch"]) == (1, 31, 8)
     monkeypatch.undo()
     resumed = Trainer(cfg, tmp_path / "part", resume=True, **QUIET)
-    assert resumed.in_epoch.batch == 8 and resumed.in_epoch.seen == 8 * 64
+    assert resumed.state.progress.batch == 8 and resumed.state.progress.seen == 8 * 64
     resumed.fit()
     for p, q in zip(full.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
@@ -193,8 +199,8 @@ def test_sigterm_mid_epoch_saves_and_resume_is_exact(tmp_path, monkeypatch):
 
 def test_checkpoint_every_steps_writes_mid_epoch_checkpoints(tmp_path, monkeypatch):
     saved = []
-    real_save = training.save_tensors
-    monkeypatch.setattr(training, "save_tensors",
+    real_save = checkpoint_module.save_tensors
+    monkeypatch.setattr(checkpoint_module, "save_tensors",
                         lambda path, tensors, meta: (saved.append((meta["step"], meta["in_epoch"]["batch"])),
                                                      real_save(path, tensors, meta)))
     cfg = merge(tiny(epochs=1), {"train": {"checkpoint_every_steps": 10}})
@@ -215,7 +221,7 @@ def test_non_finite_losses_are_skipped_counted_and_leave_the_model_untouched(tmp
         if n == 10:
             return loss * float("inf"), terms
 
-    count_calls(monkeypatch, poison)
+    count_calls(monkeypatch, poison, trainer)
     trainer.fit()
     assert trainer.skipped_steps == 2 and trainer.step == len(trainer.batches) - 2
     assert trainer.history[-1]["skipped_steps"] == 2
@@ -276,12 +282,12 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
 
 def test_damaged_checkpoint_state_gives_a_checkpoint_error(tmp_path):
     """A checksummed file whose contents do not fit the model (written by a faulty tool)."""
-    from vaekit.checkpoint import save_tensors
+    from vaekit.storage import save_tensors
     from vaekit.errors import CheckpointError
 
     trainer = Trainer(tiny(epochs=1), tmp_path / "r", **QUIET)
     trainer.run_dir.mkdir()
-    trainer._save_checkpoint()
+    trainer.save_checkpoint()
     path = tmp_path / "r" / "checkpoint.safetensors"
     tensors, meta = load_tensors(path)
     del meta["format"], meta["format_version"]

@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from .config import choices
+from .data.dataset import SPLITS
+from .latents import INTERPOLATIONS
 from .errors import ConfigError, TrainingInterrupted, VaekitError
 
 
@@ -32,6 +35,12 @@ class _Parser(argparse.ArgumentParser):
                            + (" ".join(hints) if hints else f"see `{self.prog} --help`"))
 
 
+def _one_of(section: str, key: str) -> str:
+    """The valid values of a config option for the help text; the config validation checks
+    them (one message for the command line and config files alike)."""
+    return "{" + ",".join(choices(section, key)) + "}"
+
+
 def _csv_ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -45,24 +54,22 @@ TRAIN_OPTIONS = [
     ("--data", "data", "name", dict(help="digits (default, embedded), mnist, fashion-mnist, "
                                          "binarized-mnist, or a path to .npy/.npz/.csv/image folder")),
     ("--data-dir", "data", "data_dir", dict(help="directory holding the data set's files")),
-    ("--binarize", "data", "binarize", dict(choices=["auto", "dynamic", "static", "none"])),
+    ("--binarize", "data", "binarize", dict(metavar=_one_of("data", "binarize"))),
     ("--val-fraction", "data", "val_fraction", dict(type=float)),
     ("--no-download", "data", "download", dict(action="store_const", const=False)),
-    ("--arch", "model", "arch", dict(choices=["mlp", "conv"])),
+    ("--arch", "model", "arch", dict(metavar=_one_of("model", "arch"))),
     ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),
     ("--latent-dim", "model", "latent_dim", dict(type=int)),
-    ("--activation", "model", "activation", dict()),
-    ("--likelihood", "model", "likelihood",
-     dict(choices=["auto", "bernoulli", "gaussian", "continuous-bernoulli"])),
-    ("--gaussian-scale", "model", "gaussian_scale",
-     dict(choices=["fixed", "learned-global", "learned-per-dim"])),
+    ("--activation", "model", "activation", dict(metavar=_one_of("model", "activation"))),
+    ("--likelihood", "model", "likelihood", dict(metavar=_one_of("model", "likelihood"))),
+    ("--gaussian-scale", "model", "gaussian_scale", dict(metavar=_one_of("model", "gaussian_scale"))),
     ("--gaussian-init-scale", "model", "gaussian_init_scale", dict(type=float)),
     ("--gaussian-min-scale", "model", "gaussian_min_scale", dict(type=float)),
     ("--standardize", "model", "standardize", dict(action=argparse.BooleanOptionalAction,
                                                    help="standardize each input dimension "
                                                         "(default: on for real-valued tables)")),
-    ("--prior", "model", "prior", dict()),
-    ("--posterior", "model", "posterior", dict()),
+    ("--prior", "model", "prior", dict(metavar=_one_of("model", "prior"))),
+    ("--posterior", "model", "posterior", dict(metavar=_one_of("model", "posterior"))),
     ("--prior-components", "model", "prior_components",
      dict(type=int, help="mixture components (mog) or pseudo-inputs (vamp)")),
     ("--flow-steps", "model", "flow_steps", dict(type=int, help="steps of flow priors/posteriors")),
@@ -75,17 +82,17 @@ TRAIN_OPTIONS = [
     ("--beta", "train", "beta", dict(type=float, help="KL weight in the loss (ELBO reported as is)")),
     ("--kl-warmup", "train", "kl_warmup_epochs", dict(type=float, help="epochs of linear KL warm-up")),
     ("--free-bits", "train", "free_bits", dict(type=float, help="nats per latent dimension")),
-    ("--objective", "train", "objective", dict(choices=["elbo", "iwae", "iwae-dreg"])),
+    ("--objective", "train", "objective", dict(metavar=_one_of("train", "objective"))),
     ("--num-samples", "train", "num_samples", dict(type=int)),
     ("--gradient-estimator", "train", "gradient_estimator",
-     dict(choices=["reparameterization", "score", "score-baseline"],
+     dict(metavar=_one_of("train", "gradient_estimator"),
           help="encoder gradient: pathwise (default) or score function (REINFORCE); "
                "score-baseline subtracts a leave-one-out mean over --num-samples >= 2")),
     ("--seed", "train", "seed", dict(type=int)),
     ("--device", "train", "device", dict()),
     ("--checkpoint-every", "train", "checkpoint_every_steps",
      dict(type=int, help="also checkpoint every N optimizer steps (default 0: once per epoch)")),
-    ("--precision", "train", "precision", dict(choices=["fp32", "bf16", "fp16"],
+    ("--precision", "train", "precision", dict(metavar=_one_of("train", "precision"),
                                                help="autocast of the training step (mixed precision)")),
     ("--compile", "train", "compile", dict(action="store_const", const=True,
                                            help="torch.compile the training loss")),
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run_dir")
         p.add_argument("--data", help="data set or path (default: the run's)")
         p.add_argument("--data-dir")
-        p.add_argument("--split", choices=["train", "val", "test"], default="test")
+        p.add_argument("--split", choices=SPLITS, default="test")
         if name == "evaluate":
             p.add_argument("--json", action="store_true", help="print one JSON object")
             p.add_argument("--batch-size", type=int, default=1000)
@@ -148,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("interpolate", allow_abbrev=False, help="decode paths between encodings")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help=".png grid or .npy array")
-    p.add_argument("--method", choices=["linear", "spherical"], default="spherical")
+    p.add_argument("--method", choices=list(INTERPOLATIONS), default="spherical")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--pairs", type=int, default=6)
     p.add_argument("--data")
@@ -185,45 +192,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 def cmd_train(args) -> int:
     from .config import RunConfig, load_config_file, merge
-    from .distributed import (checkpoint_exists, launched_by_torchrun, process_group,
-                              restart_caveat, restart_count, torchrun_command, torchrun_env)
-    from .training import CHECKPOINT, train
+    from .training import train
+    from .training.launch import launch_torchrun
 
     if args.nproc is not None:
-        if args.nproc < 1:
-            raise ConfigError("--nproc must be at least 1")
-        if launched_by_torchrun():
-            raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
-        import subprocess
-
-        return subprocess.call(torchrun_command(args.argv, args.nproc), env=torchrun_env())
+        return launch_torchrun(args.argv, args.nproc)
     base = load_config_file(args.config) if args.config else RunConfig()
-    config = merge(base, _overrides(args))
-    if args.resume and not args.out:
-        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-    if launched_by_torchrun() and not args.out:
-        raise ConfigError("under torchrun pass --out RUN_DIR: every worker, and every restarted "
-                          "worker, must find the same run directory")
-    with process_group(config.train.device) as group:
-        # under torchrun a checkpoint in --out means a restarted (or re-launched) job: continue it
-        resume = args.resume or (group.active and checkpoint_exists(args.out, CHECKPOINT,
-                                                                    group.device))
-        if group.active and group.is_main and restart_caveat():
-            print(restart_caveat(), flush=True)
-        if group.active and group.is_main and (restart_count() or resume):
-            print(f"torchrun attempt {restart_count() + 1}: "
-                  + ("resuming from the checkpoint in " + args.out if resume else "no checkpoint yet"),
-                  flush=True)
-        # no device rewrite: the worker's GPU is the current CUDA device (set by process_group)
-        train(config, args.out, resume=resume, progress=not args.no_progress)
+    train(merge(base, _overrides(args)), args.out, resume=args.resume,
+          progress=not args.no_progress)
     return 0
 
 
 def _save_array_or_grid(x, out: str, nrow: int | None = None) -> None:
-    import numpy as np
-
-    from .checkpoint import atomic_write_bytes
-    from .images import save_grid
+    from .storage import save_arrays
+    from .view.images import save_grid
 
     path = Path(out)
     if path.suffix == ".png":
@@ -231,11 +213,7 @@ def _save_array_or_grid(x, out: str, nrow: int | None = None) -> None:
             raise ConfigError("a .png output needs image data; use an .npy output for tables")
         save_grid(x, path, nrow=nrow)
     elif path.suffix == ".npy":
-        import io
-
-        buffer = io.BytesIO()
-        np.save(buffer, x.detach().cpu().numpy())
-        atomic_write_bytes(path, buffer.getvalue())
+        save_arrays(path, {"x": x.detach().cpu().numpy()})
     else:
         raise ConfigError(f"--out {out}: use a .png (image grid) or .npy (array) file")
     print(f"wrote {path}")
@@ -249,10 +227,10 @@ def _check_count(num: int | None, flag: str = "--num") -> None:
 def cmd_sample(args) -> int:
     import torch
 
-    from .runs import load
+    from .run import load
 
     _check_count(args.num)
-    model = load(args.run_dir)
+    model = load(args.run_dir).model
     x = model.sample(args.num, use_mean=not args.draw,
                      generator=torch.Generator().manual_seed(args.seed))
     _save_array_or_grid(x, args.out, nrow=min(args.num, 8) if args.num <= 64 else None)
@@ -260,98 +238,61 @@ def cmd_sample(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from .runs import load, reconstruction_grid, run_data
+    from .run import load
+    from .view.pictures import reconstruction_grid
 
     _check_count(args.num)
-    model = load(args.run_dir)
-    x, _ = run_data(model, args.data, args.data_dir, args.split)
+    run = load(args.run_dir)
+    x, _ = run.split(args.split, args.data, args.data_dir)
     x = x[: args.num or 32]
     if Path(args.out).suffix == ".png":
         per_row = min(8, len(x))
-        _save_array_or_grid(reconstruction_grid(model, x, rows=len(x) // per_row, per_row=per_row),
-                            args.out, nrow=per_row)
+        _save_array_or_grid(reconstruction_grid(run.model, x, rows=len(x) // per_row,
+                                                per_row=per_row), args.out, nrow=per_row)
     else:
-        _save_array_or_grid(model.reconstruct(x), args.out)
+        _save_array_or_grid(run.model.reconstruct(x), args.out)
     return 0
 
 
 def cmd_encode(args) -> int:
-    import io
-
-    import numpy as np
-    import torch
-
-    from .checkpoint import atomic_write_bytes
-    from .model import posterior_mean
-    from .runs import load, run_data
+    from .run import load
+    from .storage import save_arrays
 
     _check_count(args.num)
-    model = load(args.run_dir)
-    x, labels = run_data(model, args.data, args.data_dir, args.split)
-    if args.num:
-        x, labels = x[: args.num], (labels[: args.num] if labels is not None else None)
-    means, draws = [], []
-    with torch.no_grad():
-        for start in range(0, len(x), 1000):
-            q_z = model.encode(x[start : start + 1000])
-            means.append(posterior_mean(q_z))
-            if args.samples:
-                draws.append(q_z.sample((args.samples,)).transpose(0, 1))
-    z = torch.cat(means).numpy()
-    buffer = io.BytesIO()
-    if args.samples:
-        arrays = {"mean": z, "samples": torch.cat(draws).numpy()}
-        if labels is not None:
-            arrays["labels"] = labels.numpy()
-        np.savez(buffer, **arrays)
-    else:
-        np.save(buffer, z)
-    atomic_write_bytes(args.out, buffer.getvalue())
+    codes = load(args.run_dir).latent_codes(args.split, args.data, args.data_dir, num=args.num,
+                                            num_samples=args.samples)
+    z = codes["mean"]
+    save_arrays(args.out, codes if args.samples else {"mean": z})
     print(f"wrote {args.out} ({len(z)} x {z.shape[1]} posterior means"
           + (f", {args.samples} samples each" if args.samples else "") + ")")
     return 0
 
 
 def cmd_interpolate(args) -> int:
-    from .latents import INTERPOLATIONS
-    from .runs import interpolation_grid, load, run_data
+    from .run import load
+    from .view.pictures import interpolation_grid
 
     if args.steps < 2 or args.pairs < 1:
         raise ConfigError("--steps must be at least 2 and --pairs at least 1")
-    model = load(args.run_dir)
-    x, _ = run_data(model, args.data, args.data_dir, "test")
+    run = load(args.run_dir)
+    x, _ = run.split("test", args.data, args.data_dir)
     if len(x) < 2 * args.pairs:
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples, have {len(x)}")
-    grid = interpolation_grid(model, x, args.pairs, args.steps, INTERPOLATIONS[args.method])
+    grid = interpolation_grid(run.model, x, args.pairs, args.steps, INTERPOLATIONS[args.method])
     _save_array_or_grid(grid, args.out, nrow=args.steps)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .distributed import process_group
-    from .evaluation import evaluate_model
-    from .runs import EVALUATION, load, run_data
+    from .distributed import is_main_process
+    from .run import EVALUATION, evaluate
 
-    if args.num_samples < 0:
-        raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
-    _check_count(args.num_examples, "--num-examples")
-    with process_group() as group:  # under torchrun the batches are spread over the workers
-        model = load(args.run_dir, device=group.device or "cpu")
-        x, _ = run_data(model, args.data, args.data_dir, args.split)
-        if args.num_examples:
-            x = x[: args.num_examples]
-        result = {"split": args.split, **evaluate_model(
-            model, x, num_samples=args.num_samples, batch_size=args.batch_size,
-            is_image=bool(model.info.get("is_image")), seed=args.seed,
-            progress=not args.no_progress and group.is_main, distributed=group.active)}
-    if not group.is_main:
+    result = evaluate(args.run_dir, split=args.split, source=args.data, data_dir=args.data_dir,
+                      num_samples=args.num_samples, num_examples=args.num_examples,
+                      batch_size=args.batch_size, seed=args.seed,
+                      progress=not args.no_progress and is_main_process())
+    if not is_main_process():  # under torchrun rank 0 prints
         return 0
-    own_test_set = args.data is None and args.split == "test"
-    if own_test_set:  # kept with the run, so `vaekit report` shows log p(x) & co.
-        from .checkpoint import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.run_dir) / EVALUATION,
-                           (json.dumps(result, indent=2) + "\n").encode())
     if args.json:
         print(json.dumps(result))
         return 0
@@ -363,7 +304,7 @@ def cmd_evaluate(args) -> int:
         print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
               f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
               f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
-    if own_test_set:
+    if args.data is None and args.data_dir is None and args.split == "test":
         print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
               "it to the report)")
     mi = result["mutual_information"]
@@ -381,14 +322,14 @@ def _check_output_dir(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from .view.report import write_report
 
     print(f"wrote {write_report(args.run_dir, out=args.out)}")
     return 0
 
 
 def cmd_explore(args) -> int:
-    from .explorer import LOOPBACK, Explorer
+    from .view.explorer import LOOPBACK, Explorer
 
     explorer = Explorer(args.run_dir, host=args.host, port=args.port)
     if args.host not in LOOPBACK:

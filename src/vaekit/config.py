@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
@@ -29,24 +29,65 @@ class _Strict(BaseModel):
                               allow_inf_nan=False)
 
 
+# The valid values of every choice live in the registry that implements them; configs, the
+# command line's choices and error messages all read them from there.
+def choices(section: str, key: str) -> tuple[str, ...]:
+    """The valid names of the option ``section.key`` (e.g. ``("model", "prior")``), from its
+    registry."""
+    from .data.preparation import BINARIZATIONS
+    from .likelihoods import LIKELIHOODS, GaussianLikelihood
+    from .model import NETWORKS
+    from .nets import ACTIVATIONS
+    from .objectives import GRADIENT_ESTIMATORS, OBJECTIVES
+    from .posteriors import POSTERIORS
+    from .priors import PRIORS
+    from .training.precision import PRECISIONS
+
+    registries = {
+        ("data", "binarize"): BINARIZATIONS,
+        ("model", "arch"): NETWORKS,
+        ("model", "activation"): ACTIVATIONS,
+        ("model", "likelihood"): ("auto", *LIKELIHOODS),
+        ("model", "gaussian_scale"): GaussianLikelihood.SCALE_MODES,
+        ("model", "prior"): PRIORS,
+        ("model", "posterior"): POSTERIORS,
+        ("train", "objective"): OBJECTIVES,
+        ("train", "gradient_estimator"): GRADIENT_ESTIMATORS,
+        ("train", "precision"): PRECISIONS,
+    }
+    return tuple(registries[section, key])
+
+
+def _registered(section: str, key: str, name: str) -> str:
+    valid = choices(section, key)
+    if name not in valid:
+        raise ValueError(f"unknown {key.replace('_', ' ')} '{name}' (valid: {', '.join(valid)})")
+    return name
+
+
 class DataConfig(_Strict):
     name: str = Field("digits", min_length=1)  # a registered data set (digits, mnist, ...) or a path to user data
     data_dir: str | None = None  # where the data set's files are (else a cache directory)
-    binarize: Literal["auto", "dynamic", "static", "none"] = "auto"  # auto: dynamic for grey under Bernoulli
+    binarize: str = "auto"  # auto: dynamic for grey levels under Bernoulli; dynamic, static, none
     val_fraction: float = Field(0.1, gt=0, lt=0.5)  # held out from the training split
     split_seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the train/validation split and of the fixed binarization
     download: bool = True  # download registered data sets when their files are missing
 
+    @field_validator("binarize")
+    @classmethod
+    def _known(cls, name: str, info) -> str:
+        return _registered("data", info.field_name, name)
+
 
 class ModelConfig(_Strict):
-    arch: Literal["mlp", "conv"] = "mlp"  # network family of encoder and decoder
+    arch: str = "mlp"  # network family of encoder and decoder: mlp, conv
     hidden: tuple[PositiveInt, ...] | None = None  # MLP hidden sizes (None: the data set's default)
     latent_dim: int | None = Field(None, gt=0)  # dimension of z (None: the data set's default)
-    activation: Literal["relu", "elu", "gelu", "tanh", "silu"] = "relu"
+    activation: str = "relu"  # relu, elu, gelu, tanh, silu
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
     conv_hidden: int = Field(256, gt=0)  # width of the dense layer after the convolutions
-    likelihood: Literal["auto", "bernoulli", "gaussian", "continuous-bernoulli"] = "auto"
-    gaussian_scale: Literal["fixed", "learned-global", "learned-per-dim"] = "learned-global"
+    likelihood: str = "auto"  # auto, bernoulli, gaussian, continuous-bernoulli
+    gaussian_scale: str = "learned-global"  # fixed, learned-global, learned-per-dim
     gaussian_init_scale: float = Field(1.0, gt=0)  # initial (or fixed) Gaussian sigma
     gaussian_min_scale: float = Field(1e-3, gt=0)  # floor of a learned Gaussian sigma
     standardize: bool | None = None  # standardize inputs per dimension (None: for real-valued data)
@@ -57,19 +98,10 @@ class ModelConfig(_Strict):
     flow_hidden: int = Field(64, gt=0)  # hidden width of coupling (flow prior) and MADE (iaf) nets
     vamp_init_from_data: bool = True  # vamp: start pseudo-inputs at random training examples
 
-    @field_validator("prior")
+    @field_validator("arch", "activation", "likelihood", "gaussian_scale", "prior", "posterior")
     @classmethod
-    def _known_prior(cls, name: str) -> str:
-        from .priors import PRIORS
-
-        return _registered(name, PRIORS, "prior")
-
-    @field_validator("posterior")
-    @classmethod
-    def _known_posterior(cls, name: str) -> str:
-        from .posteriors import POSTERIORS
-
-        return _registered(name, POSTERIORS, "posterior")
+    def _known(cls, name: str, info) -> str:
+        return _registered("model", info.field_name, name)
 
     @model_validator(mode="after")
     def _compatible_prior_and_posterior(self) -> "ModelConfig":
@@ -85,12 +117,6 @@ class ModelConfig(_Strict):
         return self
 
 
-def _registered(name: str, registry: dict, what: str) -> str:
-    if name not in registry:
-        raise ValueError(f"unknown {what} '{name}' (valid: {', '.join(registry)})")
-    return name
-
-
 class TrainConfig(_Strict):
     epochs: int | None = Field(None, gt=0)  # None: the data set's default
     batch_size: int = Field(128, gt=0)
@@ -100,25 +126,38 @@ class TrainConfig(_Strict):
     free_bits: float = Field(0.0, ge=0)  # minimum KL per latent dimension in nats (0: off)
     # elbo; iwae: the IWAE bound (Burda et al. 2016); iwae-dreg: IWAE with the doubly
     # reparameterized encoder gradient (Tucker et al. 2019)
-    objective: Literal["elbo", "iwae", "iwae-dreg"] = "elbo"
+    objective: str = "elbo"
     num_samples: int = Field(1, gt=0)  # Monte Carlo samples of z per example in the objective
-    # how the encoder gradient of E_q[log p(x|z)] is estimated (decoder gradients are pathwise)
-    gradient_estimator: Literal["reparameterization", "score", "score-baseline"] = "reparameterization"
+    # how the encoder gradient of E_q[log p(x|z)] is estimated (decoder gradients are pathwise):
+    # reparameterization, score, score-baseline
+    gradient_estimator: str = "reparameterization"
     seed: int = Field(0, ge=0, le=MAX_SEED)  # seeds initialisation, shuffling and dynamic binarization
     device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:1, ...
     eval_batch_size: int = Field(1000, gt=0)
     checkpoint_every_steps: int = Field(0, ge=0)  # also checkpoint mid-epoch every N steps (0: per epoch)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast of the training step's networks
+    precision: str = "fp32"  # autocast of the training step's networks: fp32, bf16, fp16
     compile: bool = False  # torch.compile the training loss (first steps slower, later faster)
     report: bool = True  # write report.html into the run directory at the end
     tensorboard: bool = False  # also log scalars and image grids for TensorBoard
 
+    @field_validator("objective", "gradient_estimator", "precision")
+    @classmethod
+    def _known(cls, name: str, info) -> str:
+        return _registered("train", info.field_name, name)
+
     @model_validator(mode="after")
-    def _iwae_is_a_plain_bound(self):
+    def _compatible_objective_options(self):
         if self.objective != "elbo" and (self.beta != 1.0 or self.kl_warmup_epochs > 0
                                          or self.free_bits > 0):
             raise ValueError(f"objective '{self.objective}' optimises the IWAE bound itself; "
                              "beta, kl_warmup_epochs and free_bits apply to the ELBO only")
+        if self.objective != "elbo" and self.gradient_estimator != "reparameterization":
+            raise ValueError(f"objective '{self.objective}' uses reparameterized gradients; "
+                             "gradient_estimator (--gradient-estimator) applies to objective "
+                             "'elbo' only")
+        if self.gradient_estimator == "score-baseline" and self.num_samples < 2:
+            raise ValueError("gradient_estimator 'score-baseline' subtracts a leave-one-out mean "
+                             "over samples: use --num-samples 2 or more (num_samples in a config)")
         return self
 
 
@@ -137,17 +176,17 @@ class RunConfig(_Strict):
                              f"{CONFIG_VERSION} config")
         return version
 
+    @model_validator(mode="after")
+    def _compatible_sections(self) -> "RunConfig":
+        from .posteriors import POSTERIORS
 
-# Defaults that depend on the data set: small images want a small model and many epochs.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    # 8x8 digits have 17 grey levels: binarizing such tiny images destroys the strokes, so the
-    # default is a Gaussian likelihood on the grey levels (samples look like digits).
-    "digits": {"hidden": (256,), "latent_dim": 8, "epochs": 200, "likelihood": "gaussian"},
-    "mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
-    "fashion-mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
-    "binarized-mnist": {"hidden": (400,), "latent_dim": 20, "epochs": 10},
-}
-USER_DATA_DEFAULTS: dict[str, Any] = {"hidden": (256, 256), "latent_dim": 10, "epochs": 50}
+        posterior = self.model.posterior
+        if self.train.objective == "iwae-dreg" and not POSTERIORS[posterior].detachable:
+            valid = [n for n, cls in POSTERIORS.items() if cls.detachable]
+            raise ValueError(f"objective 'iwae-dreg' evaluates q(z|x) with its parameters "
+                             f"detached, which posterior '{posterior}' (learned transforms) "
+                             f"cannot; use objective 'iwae' or posterior {' or '.join(valid)}")
+        return self
 
 
 def _format_error(err: ValidationError) -> str:
@@ -218,15 +257,15 @@ def merge(config: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
     return config_from_dict(values)
 
 
-def resolve(config: RunConfig, *, dataset_name: str, value_kind: str) -> RunConfig:
+def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str) -> RunConfig:
     """Fills every ``None``/``"auto"`` field from the data set:
 
     - likelihood: the data set's default, else Bernoulli for binary and grey-level [0, 1] data
       and Gaussian for real values;
     - binarize: ``dynamic`` for grey-level data under a Bernoulli likelihood, else ``none``;
     - standardize: on for real-valued data (tables), whose columns come in arbitrary units;
-    - hidden sizes, latent dimension and epochs from :data:`DATASET_DEFAULTS`."""
-    defaults = DATASET_DEFAULTS.get(dataset_name, USER_DATA_DEFAULTS)
+    - hidden sizes, latent dimension and epochs from the data set's ``defaults``
+      (:func:`vaekit.data.dataset_defaults`)."""
     model, train, data = config.model, config.train, config.data
     likelihood = model.likelihood
     if likelihood == "auto":

@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from torch import nn
 
 from .errors import ConfigError
-from .objectives import ElboTerms, training_loss
-from .precision import autocast, keep_distributions_float32
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every worker
 # torchrun's c10d rendezvous shares its key-value store with the workers by default, and a
@@ -187,78 +182,7 @@ def rank_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63)
 
 
-class LossModule(nn.Module):
-    """forward(x) = :func:`~vaekit.objectives.training_loss` of the wrapped VAE.
-
-    The objective calls ``model.encoder``/``decoder``/``prior`` rather than ``model.forward``,
-    so DDP wraps this module: its forward is the whole loss, which is what DDP needs to hook
-    every parameter's gradient for the all-reduce. The bare VAE stays available (``.model``)
-    for checkpoints and evaluation. Mixed precision (``precision``) autocasts the networks and
-    keeps the distributions and the loss in float32."""
-
-    def __init__(self, model: nn.Module, precision: str = "fp32", loss_fn=None) -> None:
-        super().__init__()
-        self.model = model
-        self.precision = precision
-        self.loss_fn = loss_fn or training_loss
-        if precision != "fp32":
-            keep_distributions_float32(model)
-
-    def forward(self, x: torch.Tensor, **loss_options) -> tuple[torch.Tensor, ElboTerms]:
-        with autocast(x.device, self.precision):
-            return self.loss_fn(self.model, x, **loss_options)
-
-
-def wrap_for_training(model: nn.Module, device: torch.device, *, precision: str = "fp32",
-                      compile: bool = False, loss_fn=None) -> nn.Module:
-    """The loss module the loop calls: :class:`LossModule`, inside DDP when a process group is
-    up (gradients averaged over ranks during ``backward``), compiled with ``torch.compile`` when
-    asked (after DDP, so the compiler sees DDP's bucket boundaries)."""
-    module: nn.Module = LossModule(model, precision, loss_fn)
-    if is_distributed():
-        from torch.nn.parallel import DistributedDataParallel
-
-        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else None
-        module = DistributedDataParallel(module, device_ids=device_ids)
-    if compile:
-        # static shapes: the full batch and the epoch's last, smaller one get a graph each (with
-        # dynamic shapes the generic graph served every batch, more slowly)
-        module = torch.compile(module, dynamic=False)
-    return module
-
-
-# -- launching -----------------------------------------------------------------------------
-def torchrun_env() -> dict[str, str]:
-    return {**os.environ, FRESH_STORE_ENV: os.environ.get(FRESH_STORE_ENV, "1")}
-
-
-def torchrun_command(argv: Sequence[str], nproc: int, *, max_restarts: int = 0) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc-per-node N -m vaekit <argv>``
-    with ``--nproc`` removed from ``argv``: one machine, a free port picked by torchrun."""
-    rest: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            rest.append(arg)
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "-m", "vaekit", *rest]
-
-
-def checkpoint_exists(run_dir: str | Path | None, name: str, device: torch.device | str = "cpu"
-                      ) -> bool:
-    """Whether ``run_dir/name`` exists, as rank 0 sees it (all ranks take the same decision)."""
-    exists = run_dir is not None and (Path(run_dir) / name).is_file()
-    return rank0_decides(exists, device)
-
-
-def describe_batch(global_batch: int, world_size: int, lr: float) -> str:
-    if world_size == 1:
-        return f"batch {global_batch}, lr {lr:g}"
-    return (f"global batch {global_batch} = {world_size} processes x "
-            f"{global_batch // world_size} per process, lr {lr:g} (not scaled)")
-
+def is_main_process(environ: dict | None = None) -> bool:
+    """Rank 0 of a torchrun job (from its environment), or a process not under torchrun."""
+    environ = os.environ if environ is None else environ
+    return int(environ.get("RANK", "0")) == 0

@@ -7,6 +7,7 @@ import contextlib
 import math
 import sys
 import time
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -212,6 +213,33 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     # disable=None: shown only on a terminal, so logs and pipes stay clean
     return tqdm(total=total, desc=desc, unit="ex", disable=True if not enabled else None, leave=False,
                 dynamic_ncols=True, file=sys.stderr)
+
+
+@dataclass
+class LatentSummary:
+    """Posterior means of a data split and the mean KL of each latent dimension."""
+
+    means: torch.Tensor  # [N, L]
+    kl_per_dim: torch.Tensor | None  # [L], None when q and p do not factorise over dimensions
+
+
+@torch.no_grad()
+def latent_summary(model, x: torch.Tensor, batch_size: int = 1000) -> LatentSummary:
+    """E_q[z|x] for every example and KL_j = mean_x KL(q(z_j|x) || p(z_j)) for each dimension j
+    (the per-dimension KLs sum to the KL term when both distributions are diagonal)."""
+    device = next(model.parameters()).device
+    p_z = model.prior()
+    means, kl_sum, factorised = [], torch.zeros(model.latent_dim, dtype=torch.float64), True
+    for start in range(0, len(x), batch_size):
+        q_z = model.encode(x[start : start + batch_size].to(device))
+        means.append(posterior_mean(q_z).cpu())
+        per_dim = kl_per_dim(q_z, p_z)  # [B, L] or None
+        if per_dim is None:
+            factorised = False
+        else:
+            kl_sum += per_dim.sum(0).double().cpu()
+    kl = (kl_sum / max(len(x), 1)).float() if factorised else None
+    return LatentSummary(torch.cat(means), kl)
 
 
 # -- latent diagnostics -----------------------------------------------------------------------

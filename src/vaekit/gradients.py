@@ -279,10 +279,11 @@ def gradient_report(run_dir: str | Path | None = None, *, num_samples: int = 100
     report["variance_ratio"] = {"toy": toy["score_function"]["variance"]
                                 / toy["reparameterization"]["variance"]}
     if run_dir is not None:
-        from .runs import load, run_data
+        from .run import load
 
-        model = load(run_dir)
-        x, _ = run_data(model, split="test")
+        run = load(run_dir)
+        model = run.model
+        x, _ = run.split("test")
         x = x[:num_examples]
         vae = {}
         with torch.random.fork_rng(devices=[]):
@@ -294,7 +295,7 @@ def gradient_report(run_dir: str | Path | None = None, *, num_samples: int = 100
         report["vae"] = vae
         report["variance_ratio"]["vae"] = (vae["score_function"]["variance"]
                                            / vae["reparameterization"]["variance"])
-    from .plots import plot_variance_curves
+    from .view.plots import plot_variance_curves
 
     out_dir = Path(out) if out is not None else Path(run_dir) if run_dir is not None else Path(".")
     sizes = [s for s in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if s <= max(num_samples, 2)]

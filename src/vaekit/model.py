@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .config import ModelConfig
 from .likelihoods import LIKELIHOODS, GaussianLikelihood
 from .nets import MLP, ConvDecoderNet, ConvEncoderNet, Standardize
 from .posteriors import POSTERIORS
 from .priors import PRIORS
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 
 class VAE(nn.Module):
@@ -86,23 +89,31 @@ def posterior_mean(q_z: Distribution, num_samples: int = 64) -> torch.Tensor:
         return q_z.sample((num_samples,)).mean(0)
 
 
-def _networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int):
-    if cfg.arch == "conv":
-        if len(data_shape) != 3:
-            from .errors import ConfigError
-
-            raise ConfigError(
-                f"--arch conv needs image data of shape (C, H, W) but the data has shape "
-                f"{data_shape}; use --arch mlp for tables and flat vectors"
-            )
-        enc = ConvEncoderNet(data_shape, enc_out, cfg.conv_channels, cfg.conv_hidden, cfg.activation)
-        dec = ConvDecoderNet(cfg.latent_dim, data_shape, cfg.conv_channels, cfg.conv_hidden,
-                             cfg.activation)
-    else:
-        hidden = list(cfg.hidden)
-        enc = MLP(data_shape, (enc_out,), hidden, cfg.activation)
-        dec = MLP((cfg.latent_dim,), data_shape, hidden[::-1], cfg.activation)
+def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int):
+    """Encoder and decoder MLPs with the hidden sizes ``cfg.hidden`` (mirrored in the decoder)."""
+    hidden = list(cfg.hidden)
+    enc = MLP(data_shape, (enc_out,), hidden, cfg.activation)
+    dec = MLP((cfg.latent_dim,), data_shape, hidden[::-1], cfg.activation)
     return enc, dec
+
+
+def conv_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int):
+    """Convolutional encoder and decoder for images ``(C, H, W)`` of any size."""
+    if len(data_shape) != 3:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"--arch conv needs image data of shape (C, H, W) but the data has shape "
+            f"{data_shape}; use --arch mlp for tables and flat vectors"
+        )
+    enc = ConvEncoderNet(data_shape, enc_out, cfg.conv_channels, cfg.conv_hidden, cfg.activation)
+    dec = ConvDecoderNet(cfg.latent_dim, data_shape, cfg.conv_channels, cfg.conv_hidden,
+                         cfg.activation)
+    return enc, dec
+
+
+# config model.arch -> (cfg, data_shape, encoder output size) -> (encoder net, decoder net)
+NETWORKS = {"mlp": mlp_networks, "conv": conv_networks}
 
 
 def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
@@ -110,8 +121,8 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     data_shape = tuple(data_shape)
     posterior_cls = POSTERIORS[cfg.posterior]
     flow_options = dict(flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden)
-    enc_net, dec_net = _networks(cfg, data_shape,
-                                 posterior_cls.param_dim(cfg.latent_dim, **flow_options))
+    enc_net, dec_net = NETWORKS[cfg.arch](cfg, data_shape,
+                                          posterior_cls.param_dim(cfg.latent_dim, **flow_options))
     if cfg.standardize:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
     encoder = posterior_cls(enc_net, cfg.latent_dim, **flow_options)

@@ -25,14 +25,30 @@ class ElboTerms(NamedTuple):
     kl: torch.Tensor  # KL(q(z|x) || p(z)), closed form when torch has one
 
 
-def kl_term(q_z: Distribution, p_z: Distribution, z: torch.Tensor) -> torch.Tensor:
-    """KL(q || p): closed form when torch registers one, else the single-sample Monte Carlo
-    estimate ``log q(z) - log p(z)`` averaged over the leading sample axis of ``z [K, B, L]``.
-    Returns ``[B]``."""
+def kl_samples(q_z: Distribution, p_z: Distribution, z: torch.Tensor,
+               log_qz: torch.Tensor | None = None, *, score: bool | None = None) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) at each draw z_k, ``[K, B]`` for ``z [K, B, L]``: the closed form
+    (the same for every k) when torch registers one for the pair of distributions, else the
+    Monte Carlo estimate log q(z_k|x) - log p(z_k). The one place this rule is written.
+
+    ``log_qz [K, B]``: q_z.log_prob(z) when the caller has it. ``score`` (None: pathwise) gives
+    a Monte Carlo KL the score-function gradient of :func:`score_function_surrogate` instead,
+    for draws taken without gradient (True: with the leave-one-out baseline); a closed form is
+    differentiated exactly either way."""
     try:
-        return kl_divergence(q_z, p_z)
+        return kl_divergence(q_z, p_z).expand(z.shape[:-1])
     except NotImplementedError:
-        return (q_z.log_prob(z) - p_z.log_prob(z)).mean(0)
+        pass
+    log_qz = q_z.log_prob(z) if log_qz is None else log_qz
+    if score is None:
+        return log_qz - p_z.log_prob(z)
+    log_ratio = log_qz.detach() - p_z.log_prob(z)  # [K, B]
+    return log_ratio + score_function_surrogate(log_ratio, log_qz, baseline=score)
+
+
+def kl_term(q_z: Distribution, p_z: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) per example ``[B]``: :func:`kl_samples` averaged over the draws ``z [K, B, L]``."""
+    return kl_samples(q_z, p_z, z).mean(0)
 
 
 def kl_per_dim(q_z: Distribution, p_z: Distribution) -> torch.Tensor | None:
@@ -46,16 +62,40 @@ def kl_per_dim(q_z: Distribution, p_z: Distribution) -> torch.Tensor | None:
     return None
 
 
+class ElboSamples(NamedTuple):
+    """Per-sample ELBO terms ``[K, B]`` whose *values* are the Monte Carlo estimates
+    log p(x|z_k) and KL_k (the closed-form KL repeated over k when torch has one) and whose
+    *gradients* are those of the chosen gradient estimator; (1/K) sum_k of either is the usual
+    K-sample estimate, and the gradient of row k alone is the k-th per-sample estimate."""
+
+    reconstruction: torch.Tensor  # [K, B]
+    kl: torch.Tensor  # [K, B]
+
+    def terms(self) -> ElboTerms:
+        """The K-sample estimates per example, ``[B]`` each."""
+        reconstruction, kl = self.reconstruction.mean(0), self.kl.mean(0)
+        return ElboTerms(reconstruction - kl, reconstruction, kl)
+
+
+def elbo_samples(model, x: torch.Tensor, num_samples: int = 1,
+                 gradient_estimator: str = "reparameterization", *,
+                 q_z: Distribution | None = None, p_z: Distribution | None = None) -> ElboSamples:
+    """The ELBO core that training, validation and evaluation all call:
+    log p(x|z_k) and KL(q(z|x) || p(z)) for ``num_samples`` draws z_k ~ q(z|x) per example,
+    with the encoder gradient of ``gradient_estimator`` (a key of :data:`GRADIENT_ESTIMATORS`;
+    the values are the same whichever is chosen). ``q_z``, ``p_z``: the encoder's and prior's
+    distributions when the caller has them."""
+    q_z = model.encoder(x) if q_z is None else q_z
+    p_z = model.prior() if p_z is None else p_z
+    return gradient_estimator_terms(gradient_estimator)(model, x, q_z, p_z, num_samples)
+
+
 def elbo_terms(model, x: torch.Tensor, num_samples: int = 1) -> ElboTerms:
     """ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)), in nats, summed over data dims.
 
     The expectation uses ``num_samples`` reparameterized draws ``z = q_z.rsample()``
     (Kingma & Welling 2014). ``x``: ``[B, *data_shape]``; returns :class:`ElboTerms` of ``[B]``."""
-    q_z = model.encoder(x)
-    z = q_z.rsample((num_samples,))  # [K, B, L]
-    log_px_z = model.decoder(z).log_prob(x).mean(0)  # [B]
-    kl = kl_term(q_z, model.prior(), z)  # [B]
-    return ElboTerms(log_px_z - kl, log_px_z, kl)
+    return elbo_samples(model, x, num_samples).terms()
 
 
 def elbo(model, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
@@ -158,16 +198,6 @@ def iwae_dreg_surrogate(
     return log_mean_exp(log_w), terms, q_z, z
 
 
-class SurrogateTerms(NamedTuple):
-    """Per-sample ELBO terms ``[K, B]`` whose *values* are the Monte Carlo estimates
-    log p(x|z_k) and KL_k (the closed-form KL repeated over k when torch has one) and whose
-    *gradients* are those of the chosen gradient estimator; (1/K) sum_k of either is the usual
-    K-sample estimate, and the gradient of row k alone is the k-th per-sample estimate."""
-
-    reconstruction: torch.Tensor  # [K, B]
-    kl: torch.Tensor  # [K, B]
-
-
 def leave_one_out_mean(f: torch.Tensor) -> torch.Tensor:
     """b_k = (1/(K-1)) sum_{j != k} f_j over the leading axis of ``f [K, ...]`` (needs K >= 2).
 
@@ -190,21 +220,18 @@ def score_function_surrogate(f: torch.Tensor, log_q: torch.Tensor, *, baseline: 
 
 
 def reparameterized_terms(model, x: torch.Tensor, q_z: Distribution, p_z: Distribution,
-                          num_samples: int) -> SurrogateTerms:
+                          num_samples: int) -> ElboSamples:
     """Pathwise gradients: z_k = q_z.rsample() (Kingma & Welling 2014), so
     grad_phi log p(x|z_k) flows through z_k; the KL is closed form when torch has one, else
     the pathwise Monte Carlo log q(z_k|x) - log p(z_k)."""
     z = q_z.rsample((num_samples,))  # [K, B, L]
     log_px_z = model.decoder(z).log_prob(x)  # [K, B]
-    try:
-        kl = kl_divergence(q_z, p_z).expand_as(log_px_z)
-    except NotImplementedError:
-        kl = q_z.log_prob(z) - p_z.log_prob(z)
-    return SurrogateTerms(log_px_z, kl)
+    kl = kl_samples(q_z, p_z, z)
+    return ElboSamples(log_px_z, kl)
 
 
 def score_function_terms(model, x: torch.Tensor, q_z: Distribution, p_z: Distribution,
-                         num_samples: int, *, baseline: bool = False) -> SurrogateTerms:
+                         num_samples: int, *, baseline: bool = False) -> ElboSamples:
     """Score-function gradients for the encoder: z_k ~ q(z|x) drawn without gradient, and
 
         grad_phi E_q[log p(x|z)] ~ (log p(x|z_k) - b_k) grad_phi log q(z_k|x)
@@ -222,16 +249,12 @@ def score_function_terms(model, x: torch.Tensor, q_z: Distribution, p_z: Distrib
     log_qz = q_z.log_prob(z)  # [K, B]
     log_px_z = model.decoder(z).log_prob(x)  # [K, B]
     reconstruction = log_px_z + score_function_surrogate(log_px_z, log_qz, baseline=baseline)
-    try:
-        kl = kl_divergence(q_z, p_z).expand_as(log_px_z)
-    except NotImplementedError:
-        log_ratio = log_qz.detach() - p_z.log_prob(z)  # [K, B]
-        kl = log_ratio + score_function_surrogate(log_ratio, log_qz, baseline=baseline)
-    return SurrogateTerms(reconstruction, kl)
+    kl = kl_samples(q_z, p_z, z, log_qz, score=baseline)
+    return ElboSamples(reconstruction, kl)
 
 
 # How the encoder gradient of the ELBO is estimated in training (decoder gradients are pathwise
-# in all of them); each maps (model, x, q_z, p_z, num_samples) to SurrogateTerms.
+# in all of them); each maps (model, x, q_z, p_z, num_samples) to ElboSamples.
 GRADIENT_ESTIMATORS = {
     "reparameterization": reparameterized_terms,
     "score": score_function_terms,
@@ -260,13 +283,10 @@ def elbo_loss(
     ``gradient_estimator`` (a key of :data:`GRADIENT_ESTIMATORS`) chooses how the encoder
     gradient of E_q[log p(x|z)] is estimated; the values, and so the reported ELBO, are the
     same Monte Carlo estimates whichever is chosen."""
-    estimate_terms = gradient_estimator_terms(gradient_estimator)
     q_z = model.encoder(x)
     p_z = model.prior()
-    samples = estimate_terms(model, x, q_z, p_z, num_samples)
-    log_px_z = samples.reconstruction.mean(0)  # [B]
-    kl = samples.kl.mean(0)  # [B]
-    terms = ElboTerms(log_px_z - kl, log_px_z, kl)
+    terms = elbo_samples(model, x, num_samples, gradient_estimator, q_z=q_z, p_z=p_z).terms()
+    kl = terms.kl  # [B]
     if free_bits > 0:
         per_dim = kl_per_dim(q_z, p_z)
         if per_dim is not None:
@@ -275,26 +295,14 @@ def elbo_loss(
             kl_penalty = kl.mean().clamp(min=free_bits * q_z.event_shape[-1])
     else:
         kl_penalty = kl.mean()
-    loss = -log_px_z.mean() + beta * kl_penalty
+    loss = -terms.reconstruction.mean() + beta * kl_penalty
     return loss, terms
-
-
-def _check_plain_bound(name: str, beta: float, free_bits: float,
-                       gradient_estimator: str = "reparameterization") -> None:
-    if gradient_estimator != "reparameterization":
-        raise ConfigError(f"--objective {name} uses reparameterized gradients; "
-                          "--gradient-estimator applies to --objective elbo")
-    if beta != 1.0 or free_bits > 0:
-        raise ConfigError(f"--objective {name} optimises the IWAE bound itself: --beta, "
-                          "--kl-warmup and --free-bits do not apply; leave them at their defaults")
 
 
 def _reported_elbo(model, x, q_z, z, terms: WeightTerms) -> ElboTerms:
     """The ELBO terms from the same draws, for reporting next to an IWAE loss."""
     with torch.no_grad():
-        reconstruction = terms.log_px_z.mean(0)  # [B]
-        kl = kl_term(q_z, model.prior(), z)  # [B]
-    return ElboTerms(reconstruction - kl, reconstruction, kl)
+        return ElboSamples(terms.log_px_z, kl_samples(q_z, model.prior(), z, terms.log_qz)).terms()
 
 
 def iwae_loss(
@@ -304,7 +312,6 @@ def iwae_loss(
     """loss = -mean_B IWAE_K(x), IWAE_K(x) = log (1/K) sum_k w_k (Burda et al. 2016); the
     gradient is sum_k w~_k d log w_k with normalized weights w~_k. K = 1 is the ELBO with a
     Monte Carlo KL. Returns the loss and the ELBO terms of the same draws for reporting."""
-    _check_plain_bound("iwae", beta, free_bits, gradient_estimator)
     q_z = model.encoder(x)
     z = q_z.rsample((num_samples,))  # [K, B, L]
     terms = weight_terms(model, x, q_z, z)
@@ -318,7 +325,6 @@ def iwae_dreg_loss(
     """loss = -mean_B IWAE_K(x) with the doubly reparameterized encoder gradient (Tucker et al.
     2019); same value and same expected gradient as :func:`iwae_loss`, lower encoder gradient
     variance. See :func:`iwae_dreg_surrogate` for the formula."""
-    _check_plain_bound("iwae-dreg", beta, free_bits, gradient_estimator)
     bound, terms, q_z, z = iwae_dreg_surrogate(model, x, num_samples)
     return -bound.mean(), _reported_elbo(model, x, q_z, z, terms)
 
@@ -341,5 +347,11 @@ def training_loss(
     ``iwae-dreg``: :func:`iwae_dreg_loss`."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{objective}' (valid: {', '.join(OBJECTIVES)})")
+    if objective != "elbo" and (beta != 1.0 or free_bits > 0
+                                or gradient_estimator != "reparameterization"):
+        # the same rule as vaekit.config.TrainConfig, for callers that skip the config
+        raise ConfigError(f"--objective {objective} optimises the IWAE bound itself with "
+                          "reparameterized gradients: --beta, --kl-warmup, --free-bits and "
+                          "--gradient-estimator apply to --objective elbo only")
     return OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits,
                                  num_samples=num_samples, gradient_estimator=gradient_estimator)

@@ -35,6 +35,7 @@ class GaussianPosterior(nn.Module):
     are ``log_var``."""
 
     has_inverse = True  # log q(z|x) can be evaluated at any z (VampPrior needs this)
+    detachable = True  # its parameters are tensors: DReG can evaluate it detached
 
     def __init__(self, net: nn.Module, latent_dim: int, **_: object) -> None:
         super().__init__()
@@ -57,6 +58,7 @@ class FullCovariancePosterior(nn.Module):
     ``net`` outputs ``[loc (L), log_var (L), strictly lower entries (L(L-1)/2)]``."""
 
     has_inverse = True
+    detachable = True
 
     def __init__(self, net: nn.Module, latent_dim: int, **_: object) -> None:
         super().__init__()
@@ -91,6 +93,7 @@ class PlanarFlowPosterior(nn.Module):
     planar maps have no closed-form inverse). ``net`` outputs ``2L + K (2L + 1)`` numbers."""
 
     has_inverse = False
+    detachable = False  # its flow steps take the encoder's output as context: not detachable
 
     def __init__(self, net: nn.Module, latent_dim: int, flow_steps: int = 4, **_: object) -> None:
         super().__init__()
@@ -122,6 +125,7 @@ class IAFPosterior(nn.Module):
     of the latent dimensions is reversed between steps. ``net`` outputs ``2L + context_dim``."""
 
     has_inverse = True  # exact, sequential over the L dimensions
+    detachable = False  # its MADE networks are learned modules: DReG cannot detach them
 
     def __init__(self, net: nn.Module, latent_dim: int, flow_steps: int = 4, flow_hidden: int = 64,
                  context_dim: int | None = None, **_: object) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import platform
 from dataclasses import dataclass
@@ -22,10 +21,10 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import atomic_write_bytes
-from .model import posterior_mean
-from .objectives import kl_per_dim
-from .runs import EVALUATION
+from .. import __version__
+from ..evaluation import LatentSummary, latent_summary
+from ..storage import atomic_write_bytes
+from .pictures import INTERPOLATION_STEPS, Pictures
 
 REPORT = "report.html"
 MAX_TRAVERSAL_DIMS = 16  # rows of the traversal figure (dimensions with the most KL)
@@ -43,33 +42,6 @@ METRIC_LABELS = {
     "active_units": ("active units", "latent dimensions whose posterior mean varies with x"),
     "num_examples": ("examples", "test examples evaluated"),
 }
-
-
-@dataclass
-class LatentSummary:
-    """Posterior means of a data split and the mean KL of each latent dimension."""
-
-    means: torch.Tensor  # [N, L]
-    kl_per_dim: torch.Tensor | None  # [L], None when q and p do not factorise over dimensions
-
-
-@torch.no_grad()
-def latent_summary(model, x: torch.Tensor, batch_size: int = 1000) -> LatentSummary:
-    """E_q[z|x] for every example and KL_j = mean_x KL(q(z_j|x) || p(z_j)) for each dimension j
-    (the per-dimension KLs sum to the KL term when both distributions are diagonal)."""
-    device = next(model.parameters()).device
-    p_z = model.prior()
-    means, kl_sum, factorised = [], torch.zeros(model.latent_dim, dtype=torch.float64), True
-    for start in range(0, len(x), batch_size):
-        q_z = model.encode(x[start : start + batch_size].to(device))
-        means.append(posterior_mean(q_z).cpu())
-        per_dim = kl_per_dim(q_z, p_z)  # [B, L] or None
-        if per_dim is None:
-            factorised = False
-        else:
-            kl_sum += per_dim.sum(0).double().cpu()
-    kl = (kl_sum / max(len(x), 1)).float() if factorised else None
-    return LatentSummary(torch.cat(means), kl)
 
 
 # -- small HTML helpers ------------------------------------------------------------------------
@@ -125,31 +97,6 @@ class Section:
         wide = ' class="wide"' if self.wide else ""
         return (f'<section id="{self.id}"{wide}><h2>{html.escape(self.title)}</h2>{caption}'
                 f"{self.body}</section>")
-
-
-# -- reading the run ---------------------------------------------------------------------------
-def read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def run_results(run_dir: Path) -> dict:
-    """results.json overlaid with evaluation.json (written by ``vaekit evaluate`` diagnostics)."""
-    results = read_json(run_dir / "results.json")
-    results.update(read_json(run_dir / EVALUATION))
-    return results
 
 
 # -- the sections ------------------------------------------------------------------------------
@@ -214,30 +161,26 @@ def _cards(results: dict, history: list[dict], latent_dim: int, kl: torch.Tensor
                    f'<div class="label">{html.escape(label)}</div></div>' for v, label in cards)
 
 
-def _image_sections(model, x: torch.Tensor, summary: LatentSummary, seed: int) -> list[Section]:
+def _image_sections(model, pictures: Pictures, summary: LatentSummary) -> list[Section]:
     from .images import grid_png
     from .plots import labelled_grid, manifold_images, gaussian_quantiles, traversal_images, traversal_order
-    from .runs import interpolation_grid, reconstruction_grid
 
     h = model.data_shape[-2]
     scale = max(1, 56 // h)
     device = next(model.parameters()).device
-    sections = []
-    samples = model.sample(64, generator=torch.Generator().manual_seed(seed)).cpu()
-    sections.append(Section("samples", "Samples from the prior",
-                            _img(grid_png(samples, nrow=8, scale=scale), "64 prior samples"),
-                            "E[x|z] for 64 draws z ~ p(z)."))
-    per_row = min(8, len(x))
-    rows = min(4, len(x) // per_row)
-    recon = reconstruction_grid(model, x[: rows * per_row].to(device), rows=rows, per_row=per_row).cpu()
-    fig = labelled_grid(recon, per_row, row_labels=["input", "reconstruction"] * rows)
+    sections = [Section("samples", "Samples from the prior",
+                        _img(grid_png(pictures.samples, nrow=8, scale=scale), "64 prior samples"),
+                        f"E[x|z] for {len(pictures.samples)} draws z ~ p(z).")]
+    per_row = pictures.per_row
+    rows = len(pictures.reconstructions) // (2 * per_row)
+    fig = labelled_grid(pictures.reconstructions, per_row,
+                        row_labels=["input", "reconstruction"] * rows)
     sections.append(Section("reconstructions", "Reconstructions", _fig(fig, "inputs and reconstructions"),
                             "Test inputs with their reconstructions E[x | z = E_q[z|x]] below."))
-    pairs = min(6, len(x) // 2)
-    if pairs:
-        steps = 10
-        grid = interpolation_grid(model, x[: 2 * pairs].to(device), pairs=pairs, steps=steps).cpu()
-        fig = labelled_grid(grid, steps, col_labels=[f"{t:.2g}" for t in torch.linspace(0, 1, steps).tolist()],
+    if pictures.interpolations is not None:
+        steps = INTERPOLATION_STEPS
+        fig = labelled_grid(pictures.interpolations, steps,
+                            col_labels=[f"{t:.2g}" for t in torch.linspace(0, 1, steps).tolist()],
                             xlabel="t")
         sections.append(Section("interpolations", "Interpolations",
                                 _fig(fig, "interpolations between test examples"),
@@ -271,28 +214,18 @@ def _image_sections(model, x: torch.Tensor, summary: LatentSummary, seed: int) -
 
 
 # -- the page ---------------------------------------------------------------------------------
-def render_report(run_dir: str | Path, model, test_x: torch.Tensor,
-                  test_labels: torch.Tensor | None = None, *,
-                  class_names: Sequence[str] | None = None, is_image: bool | None = None,
-                  history: list[dict] | None = None, seed: int = 0) -> str:
-    """The report page of ``run_dir`` as an HTML string; ``model`` is the trained VAE and
-    ``test_x [N, *data_shape]`` the test split as the model saw it (binarized if it was)."""
+def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = None,
+                  pictures: Pictures | None = None) -> str:
+    """The report page of a :class:`~vaekit.run.Run` as an HTML string. ``test_x
+    [N, *data_shape]`` is the test split as the model saw it (binarized if it was);
+    ``pictures``: the run's grids when already computed (else computed here)."""
     from .plots import kl_bars, latent_map, learning_curves, project_2d
 
-    run_dir = Path(run_dir)
-    model.eval()
-    is_image = len(model.data_shape) == 3 if is_image is None else is_image
-    history = read_history(run_dir) if history is None else history
-    results = run_results(run_dir)
-    config = read_json(run_dir / "config.json")
-    if not config and getattr(model, "config", None) is not None:
-        config = model.config.model_dump(mode="json")
-    versions = dict((getattr(model, "info", None) or {}).get("versions") or {})
-    if not versions:
-        from . import __version__
-
-        versions = {"vaekit": __version__, "torch": torch.__version__}
-
+    run_dir, model = run.dir, run.model.eval()
+    is_image, class_names, history = run.data.is_image, run.data.class_names, run.history
+    results = run.metrics
+    config = run.config.model_dump(mode="json")
+    versions = run.versions or {"vaekit": __version__, "torch": torch.__version__}
     summary = latent_summary(model, test_x)
     kl = summary.kl_per_dim
     if kl is None and isinstance(results.get("kl_per_dim"), list):
@@ -315,7 +248,8 @@ def render_report(run_dir: str | Path, model, test_x: torch.Tensor,
                                 "Per epoch: training values are running averages over the epoch's "
                                 "batches, validation values are measured after it.", wide=True))
     if is_image and len(test_x):
-        sections += _image_sections(model, test_x, summary, seed)
+        pictures = pictures or Pictures.of(model, test_x, seed=run.config.train.seed)
+        sections += _image_sections(model, pictures, summary)
     sections.append(Section("kl-per-dim", "KL per latent dimension", kl_html,
                             "Dimensions with KL near 0 are unused: their posterior equals the prior."))
     sections.append(_config_section(config, versions, history))
@@ -325,7 +259,7 @@ def render_report(run_dir: str | Path, model, test_x: torch.Tensor,
     subtitle = (f"{dc.get('name', '?')} {tuple(model.data_shape)} · {mc.get('arch', '?')} · latent_dim "
                 f"{model.latent_dim} · {mc.get('likelihood', '?')} likelihood · {mc.get('prior', '?')} prior")
     nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
-    page = Template(resources.files("vaekit").joinpath("static/report.html").read_text())
+    page = Template(resources.files("vaekit.view").joinpath("static/report.html").read_text())
     return page.substitute(
         title=html.escape(title), subtitle=html.escape(subtitle), nav=nav,
         cards=_cards(results, history, model.latent_dim, kl),
@@ -334,26 +268,16 @@ def render_report(run_dir: str | Path, model, test_x: torch.Tensor,
     )
 
 
-def write_report(run_dir: str | Path, model=None, test_x: torch.Tensor | None = None,
-                 test_labels: torch.Tensor | None = None, *, out: str | Path | None = None,
-                 **kwargs) -> Path:
-    """Writes ``report.html`` into ``run_dir`` (or to ``out``) and returns its path. Without
-    ``model`` the run's saved model is loaded, and without ``test_x`` the run's test split is
-    loaded and prepared as in training. Other keywords go to :func:`render_report`."""
-    run_dir = Path(run_dir)
-    if model is None:
-        from .runs import load
+def write_report(run, *, out: str | Path | None = None, pictures: Pictures | None = None) -> Path:
+    """Writes the report of ``run`` (a :class:`~vaekit.run.Run` or a run directory) to
+    ``RUN_DIR/report.html`` (or ``out``) and returns its path; the test split is the run's own,
+    prepared as in training."""
+    if not hasattr(run, "model"):
+        from ..run import load
 
-        model = load(run_dir)
-    if test_x is None:
-        from .runs import run_data
-
-        test_x, test_labels = run_data(model, split="test")
-    if "is_image" not in kwargs and getattr(model, "info", None):
-        kwargs["is_image"] = model.info.get("is_image")
-    if "seed" not in kwargs and getattr(model, "config", None) is not None:
-        kwargs["seed"] = model.config.train.seed
-    text = render_report(run_dir, model, test_x, test_labels, **kwargs)
-    path = Path(out) if out is not None else run_dir / REPORT
+        run = load(run)
+    test_x, test_labels = run.split("test")
+    text = render_report(run, test_x, test_labels, pictures)
+    path = Path(out) if out is not None else run.dir / REPORT
     atomic_write_bytes(path, text.encode("utf-8"))
     return path

@@ -13,7 +13,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .latents import traverse
+from ..latents import traverse
 
 DPI = 100
 

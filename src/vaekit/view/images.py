@@ -48,6 +48,6 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None,
     """Writes a grid PNG; small images (e.g. 8x8 digits) are enlarged so they are visible."""
     h = images.shape[-2]
     scale = scale or max(1, 56 // h)
-    from .checkpoint import atomic_write_bytes
+    from ..storage import atomic_write_bytes
 
     atomic_write_bytes(path, grid_png(images, nrow, scale))

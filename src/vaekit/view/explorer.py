@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 STATIC = {  # URL path -> (file in vaekit/static, content type)
     "/": ("explorer.html", "text/html; charset=utf-8"),
@@ -64,9 +64,10 @@ class LatentSpace:
     the API calls (plain dicts in, plain dicts out, no HTTP)."""
 
     def __init__(self, model, test_x: torch.Tensor, test_labels: torch.Tensor | None = None,
-                 *, name: str = "", is_image: bool | None = None) -> None:
+                 *, name: str = "", is_image: bool | None = None,
+                 class_names: tuple[str, ...] | None = None) -> None:
+        from ..evaluation import latent_summary
         from .plots import project_2d, traversal_order
-        from .report import latent_summary
 
         self.model = model.eval()
         self.device = next(model.parameters()).device
@@ -82,6 +83,7 @@ class LatentSpace:
         extent = float(self.means.abs().max()) if len(self.means) else 0.0
         self.limit = max(3.0, math.ceil(extent))  # slider range [-limit, limit]
         self.name = name
+        self.class_names = list(class_names) if class_names is not None else None
 
     def info(self) -> dict:
         p = self.projection
@@ -90,7 +92,7 @@ class LatentSpace:
             "run": self.name, "latent_dim": self.model.latent_dim,
             "data_shape": list(self.model.data_shape), "is_image": self.is_image,
             "order": self.order, "kl_per_dim": self.kl, "limit": self.limit,
-            "num_examples": len(self.test_x),
+            "num_examples": len(self.test_x), "class_names": self.class_names,
             "map": {"name": p.name, "points": p.points.round(4).tolist(), "labels": labels,
                     "mean": p.mean.tolist(), "components": p.components.tolist()},
         }
@@ -157,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         space = self.server.space
         if url.path in STATIC:
             name, content_type = STATIC[url.path]
-            body = resources.files("vaekit").joinpath("static", name).read_bytes()
+            body = resources.files("vaekit.view").joinpath("static", name).read_bytes()
             self._send(HTTPStatus.OK, body, content_type)
         elif url.path == "/api/info":
             self._answer(space.info)
@@ -205,23 +207,23 @@ class Explorer:
     """The explorer's HTTP server. ``Explorer(run_dir).start()`` serves in a background thread
     (``port=0`` picks a free port; see :attr:`url`) until :meth:`stop`; :meth:`serve_forever`
     serves in the calling thread. Without ``model``/``test_x`` the run's model and test split
-    are loaded."""
+    are loaded (:func:`vaekit.load`)."""
 
     def __init__(self, run_dir: str | Path, *, model=None, test_x: torch.Tensor | None = None,
                  test_labels: torch.Tensor | None = None, host: str = "127.0.0.1", port: int = 0,
                  verbose: bool = False) -> None:
         run_dir = Path(run_dir)
-        if model is None:
-            from .runs import load
+        is_image = class_names = None
+        if model is None or test_x is None:
+            from ..run import load
 
-            model = load(run_dir)
-        if test_x is None:
-            from .runs import run_data
-
-            test_x, test_labels = run_data(model, split="test")
-        is_image = (getattr(model, "info", None) or {}).get("is_image")
+            run = load(run_dir)
+            model = run.model if model is None else model
+            if test_x is None:
+                test_x, test_labels = run.split("test")
+            is_image, class_names = run.data.is_image, run.data.class_names
         self.space = LatentSpace(model, test_x, test_labels, name=run_dir.resolve().name,
-                                 is_image=is_image)
+                                 is_image=is_image, class_names=class_names)
         try:
             self.server = _Server((host, port), _Handler)
         except OSError as err:

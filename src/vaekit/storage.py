@@ -131,3 +131,18 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(skeleton, list):
         return [unflatten_state(v, tensors) for v in skeleton]
     return skeleton
+
+
+def save_arrays(path: str | Path, arrays: dict[str, Any]) -> None:
+    """Writes one array as ``.npy`` (``np.save``), several as an ``.npz`` archive
+    (``np.savez``), atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    if len(arrays) == 1:
+        np.save(buffer, next(iter(arrays.values())))
+    else:
+        np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -60,10 +60,12 @@ class TensorBatches:
             order = torch.cat([order, order[: total - n]])
         return order[self.rank :: self.world_size].to(self.x.device)
 
-    def iterate(self, epoch: int, start_batch: int = 0) -> Iterator[torch.Tensor]:
-        """Batches of ``epoch``, skipping the first ``start_batch`` (for resuming)."""
+    def iterate(self, epoch: int, start_batch: int = 0, stop_batch: int | None = None
+                ) -> Iterator[torch.Tensor]:
+        """Batches ``start_batch`` (for resuming) up to ``stop_batch`` (default: the last) of
+        ``epoch``."""
         idx = self.indices(epoch)
-        for b in range(start_batch, len(self)):
+        for b in range(start_batch, len(self) if stop_batch is None else stop_batch):
             yield self.x.index_select(0, idx[b * self.batch_size : (b + 1) * self.batch_size])
 
     def __iter__(self) -> Iterator[torch.Tensor]:

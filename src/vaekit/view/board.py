@@ -62,7 +62,7 @@ class EpochBoard:
     @torch.no_grad()
     def _log_images(self, model, test_x: torch.Tensor, epoch: int) -> None:
         from .images import make_grid
-        from .runs import reconstruction_grid
+        from .pictures import reconstruction_grid
 
         was_training = model.training
         model.eval()

@@ -1,0 +1,76 @@
+"""The registry of data sets (name -> loader and defaults) and the one entry point that loads
+a registered data set by name or the user's data from a path."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .arrays import check_val_fraction
+from .benchmarks import load_binarized_mnist, load_digits, load_idx_dataset
+from .dataset import Dataset, DatasetSpec
+from .downloads import IDX_SOURCES
+from .files import FILE_LOADERS, load_path
+
+DIGITS = tuple(str(i) for i in range(10))
+_MNIST_MODEL = {"hidden": (400,), "latent_dim": 20, "epochs": 10}
+
+DATASETS: dict[str, DatasetSpec] = {
+    # 8x8 digits have 17 grey levels: binarizing such tiny images destroys the strokes, so the
+    # default is a Gaussian likelihood on the grey levels (samples look like digits).
+    "digits": DatasetSpec(load_digits, {"hidden": (256,), "latent_dim": 8, "epochs": 200,
+                                         "likelihood": "gaussian"}, DIGITS),
+    "mnist": DatasetSpec(partial(load_idx_dataset, "mnist"), _MNIST_MODEL,
+                         IDX_SOURCES["mnist"].class_names),
+    "fashion-mnist": DatasetSpec(partial(load_idx_dataset, "fashion-mnist"), _MNIST_MODEL,
+                                 IDX_SOURCES["fashion-mnist"].class_names),
+    "binarized-mnist": DatasetSpec(load_binarized_mnist, _MNIST_MODEL),
+}
+DATASET_NAMES = tuple(DATASETS)
+# the user's own files: a middle-sized MLP
+USER_DATA_DEFAULTS: dict[str, Any] = {"hidden": (256, 256), "latent_dim": 10, "epochs": 50}
+
+
+def dataset_defaults(name: str) -> dict[str, Any]:
+    """The model and training defaults of data set ``name`` (the user-data ones for a path)."""
+    spec = DATASETS.get(name)
+    return dict(spec.defaults) if spec is not None else dict(USER_DATA_DEFAULTS)
+
+
+def class_names_of(name: str) -> tuple[str, ...] | None:
+    """What the labels of registered data set ``name`` mean (None when not known)."""
+    spec = DATASETS.get(name)
+    return spec.class_names if spec is not None else None
+
+
+def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1,
+                 split_seed: int = 0, download: bool = True) -> Dataset:
+    """Loads a registered data set by name (:data:`DATASET_NAMES`) or the user's data from a path.
+
+    - ``digits``: scikit-learn's 1797 8x8 digits / 16, split ~80/10/10 with ``split_seed``.
+    - ``mnist``, ``fashion-mnist``: the official IDX files in ``data_dir`` (else
+      :func:`cache_dir`), downloaded when missing and ``download``; md5-checked; the 60k training
+      file split into train/val by ``val_fraction``, the 10k file is the test set.
+    - ``binarized-mnist``: ``binarized_mnist.npz`` (uint8 0/1 train/valid/test) in ``data_dir``.
+    - a path: ``.npy`` (one array), ``.npz`` (train/test[/val], x[/y] or one array), ``.csv``
+      (numeric, optional header and label/class/target column) or a folder of PNG/JPEG images
+      (class sub-folders become labels). Missing splits are drawn with ``split_seed``:
+      ``val_fraction`` of the examples for validation and as many for test.
+
+    Returns a :class:`Dataset` of float32 tensors [N, *data_shape]: images [N, C, H, W], vectors
+    [N, D]. Raises :class:`DataError` for anything missing, corrupt or malformed."""
+    check_val_fraction(val_fraction)
+    if source in DATASETS:
+        directory = Path(data_dir).expanduser() if data_dir is not None else None
+        return DATASETS[source].load(directory, val_fraction=val_fraction, split_seed=split_seed,
+                                     download=download)
+    path = Path(source).expanduser()
+    if not path.exists():
+        if os.sep in source or "/" in source or path.suffix:
+            raise DataError(f"{source}: no such file or directory; check the path")
+        raise DataError(f"unknown data set '{source}'; use one of {', '.join(DATASET_NAMES)} or a "
+                        f"path to a {', '.join(FILE_LOADERS)} file or a folder of PNG/JPEG images")
+    return load_path(path, val_fraction=val_fraction, split_seed=split_seed)

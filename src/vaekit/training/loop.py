@@ -1,0 +1,383 @@
+"""The training loop: ``fit`` runs epochs, an epoch runs steps, a step runs the loss of
+:func:`vaekit.objectives.training_loss` and one optimizer update, with exact resume.
+
+A run directory holds ``config.json`` (the resolved config), ``model.safetensors`` (weights),
+``checkpoint.safetensors`` (everything needed to resume), ``metrics.jsonl`` (one JSON object
+per epoch), ``results.json`` and what the callbacks add (pictures, report). Only rank 0 writes
+files, so the same loop runs under DDP."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..config import RunConfig, resolve, save_config
+from ..data import Dataset, TensorBatches, dataset_defaults, dynamic_binarize, load_dataset, \
+    prepare_data
+from ..distributed import (all_ranks_agree, all_reduce_sum, per_rank_batch_size, process_group,
+                           rank_and_world_size, rank_seed)
+from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from ..evaluation import evaluate_elbo
+from ..model import build_model
+from ..objectives import ElboTerms, training_loss
+from ..run import CONFIG, METRICS, RESULTS, WEIGHTS, DataInfo, Run, save_weights, write_json
+from ..storage import atomic_write_bytes
+from .callbacks import default_callbacks
+from .checkpoint import (CHECKPOINT, EpochProgress, TrainingState, load_checkpoint,
+                         save_checkpoint, saved_config)
+from .interrupts import StopSignals, signal_name
+from .launch import check_run_request, describe_batch, resume_decision
+from .precision import grad_scaler
+from .step import exploding_term, gradient_sum, make_optimizer, resolve_device, wrap_for_training
+
+MAX_BAD_STEPS = 20  # consecutive non-finite losses or gradients before training stops
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    name = Path(config.data.name).stem if Path(config.data.name).exists() else config.data.name
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+class Trainer:
+    """Trains a VAE as ``config`` says, writing into ``run_dir``.
+
+    ``Trainer(config, run_dir).fit()`` is the whole job; ``resume=True`` continues from the
+    run directory's checkpoint exactly where the interrupted run stopped. Finer control:
+    :meth:`run_epoch` (train, validate, record, checkpoint), :meth:`train_epoch` (the
+    training part only), :meth:`train_step` (one optimizer update)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        dataset: Dataset | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+        callbacks: list | None = None,
+    ) -> None:
+        self.rank, self.world_size = rank_and_world_size()
+        self.is_main = self.rank == 0
+        self.log = log if self.is_main else (lambda _msg: None)
+        self.progress = progress and self.is_main
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        self._check_run_dir(resume)
+        checkpoint = self.run_dir / CHECKPOINT
+        if resume and checkpoint.exists():
+            config = _config_for_resume(saved_config(checkpoint), config)
+        elif resume:
+            self.log(f"no checkpoint in {self.run_dir} yet; starting the run from the beginning")
+        self.dataset = dataset or load_dataset(
+            config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
+            split_seed=config.data.split_seed, download=config.data.download,
+        )
+        self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
+                              value_kind=self.dataset.value_kind)
+        tc = self.config.train
+        if tc.objective != "elbo" and tc.num_samples < 2:
+            self.log(f"note: --objective {tc.objective} with --num-samples 1 is the ELBO")
+        self.device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        self.model = build_model(self.config.model, self.dataset.data_shape).to(self.device)
+        self.data = prepare_data(self.dataset, self.config.data.binarize,
+                                 self.config.data.split_seed, self.model.decoder.check_support)
+        if tc.batch_size > len(self.data.train):
+            raise ConfigError(
+                f"--batch-size {tc.batch_size} is larger than the training set "
+                f"({len(self.data.train)} examples); use a smaller batch"
+            )
+        if self.config.model.standardize:
+            loc, scale = self.data.train.mean(0), self.data.train.std(0)
+            # constant columns keep their values: scale 1 instead of a division by zero
+            self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
+        self.train_x = self.data.train.to(self.device)
+        if self.config.model.vamp_init_from_data and hasattr(self.model.prior, "init_from_data"):
+            self.model.prior.init_from_data(self.train_x)  # (resume overwrites it below)
+        self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
+                                     seed=tc.seed, rank=self.rank, world_size=self.world_size)
+        self.optimizer = make_optimizer(self.model, tc.lr, self.device)
+        self.state = TrainingState()
+        self.resumed = resume and checkpoint.exists()
+        if self.resumed:
+            self._load_checkpoint()
+        self.callbacks = default_callbacks(self.config) if callbacks is None else list(callbacks)
+        self.stop = StopSignals()  # entered by fit(); outside it, never requested
+        # the loss module: training_loss inside DDP under a process group, autocast, compiled
+        self.loss_fn = training_loss
+        self.loss = wrap_for_training(self.model, self.device, self.loss_fn,
+                                      precision=tc.precision, compile=tc.compile)
+        self.scaler = grad_scaler(self.device, tc.precision)
+        # beta as an input of the compiled graph, updated in place: a float would be a constant
+        # in it, and every new value during KL warm-up would compile the loss again
+        self.beta_input = torch.zeros((), device=self.device) \
+            if tc.compile and tc.objective == "elbo" else None
+        if tc.compile:
+            self._resolve_dispatch_before_compiling()
+        if self.rank > 0:
+            torch.manual_seed(rank_seed(tc.seed, self.rank, self.step))
+
+    # the loop's counters, read-only views of self.state
+    epoch = property(lambda self: self.state.epoch, doc="completed epochs")
+    step = property(lambda self: self.state.step, doc="completed optimizer steps")
+    skipped_steps = property(lambda self: self.state.skipped_steps,
+                             doc="steps skipped for a non-finite loss or gradient")
+    history = property(lambda self: self.state.history, doc="one metrics record per epoch")
+
+    @property
+    def data_info(self) -> DataInfo:
+        d = self.dataset
+        return DataInfo(self.config.data.name, d.data_shape, d.value_kind, d.is_image,
+                        d.class_names)
+
+    # -- the whole job ---------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Trains the remaining epochs, evaluates the test set and writes the run's files."""
+        tc = self.config.train
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / CONFIG)
+            if not self.resumed:
+                self.log(f"training on {self.dataset.name} {tuple(self.dataset.data_shape)}: "
+                         f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
+                         f"{len(self.dataset.test)} test, likelihood {self.config.model.likelihood}, "
+                         f"binarize {self.config.data.binarize}, device {self.device}")
+            self.log(describe_batch(tc.batch_size, self.world_size, tc.lr)
+                     + (f", precision {tc.precision}" if tc.precision != "fp32" else "")
+                     + (", compiled" if tc.compile else ""))
+        with self.stop:  # a stop signal after the last epoch lets the final outputs complete
+            while self.epoch < tc.epochs:
+                self.run_epoch()
+            test = self.evaluate(self.data.test)  # every rank takes part; rank 0 writes
+            if self.is_main:
+                self._finish(test)
+        return self.run_dir
+
+    def run_epoch(self) -> dict:
+        """Trains the rest of the current epoch, validates, records the epoch in
+        ``metrics.jsonl``, writes a checkpoint and returns the epoch's record."""
+        start = time.perf_counter()
+        train = self.train_epoch()
+        seconds = time.perf_counter() - start
+        val = self.evaluate(self.data.val)
+        metrics = {"epoch": self.epoch, "step": self.step, **train,
+                   "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
+                   "val_kl": val["kl"], "beta": self._beta(), "seconds": seconds,
+                   "images_per_second": len(self.train_x) / max(seconds, 1e-9),
+                   "skipped_steps": self.skipped_steps}
+        self.state.history.append(metrics)
+        self.log(f"epoch {self.epoch:>3}/{self.config.train.epochs}  train ELBO "
+                 f"{metrics['train_elbo']:9.2f}  val ELBO {val['elbo']:9.2f}  (recon "
+                 f"{val['reconstruction']:.2f}, KL {val['kl']:.2f})  {seconds:.1f}s")
+        self.save_checkpoint()
+        self._write_metrics()
+        if self.is_main:
+            for callback in self.callbacks:
+                getattr(callback, "on_epoch_end", lambda *_: None)(self, metrics)
+        if self.stop.requested:
+            self._interrupt()
+        return metrics
+
+    def train_epoch(self, num_batches: int | None = None) -> dict:
+        """Trains on the next ``num_batches`` batches of the current epoch (all that remain by
+        default) and returns the epoch's mean train ELBO terms so far; when the epoch's last
+        batch is done the epoch counter advances (validation and records: :meth:`run_epoch`)."""
+        tc = self.config.train
+        self.model.train()
+        progress = self.state.progress
+        progress.sums = progress.sums.to(self.device)
+        last = len(self.batches) if num_batches is None else min(len(self.batches),
+                                                                 progress.batch + num_batches)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(self.batches), initial=progress.batch, leave=False,
+                       desc=f"epoch {self.epoch + 1}/{tc.epochs}", dynamic_ncols=True)
+        for x in self.batches.iterate(self.epoch, progress.batch, last):
+            if self.data.dynamic_binarize:
+                x = dynamic_binarize(x)
+            terms = self.train_step(x)
+            if bar is not None:
+                bar.update()
+                if terms is not None and self.step % 20 == 0:
+                    bar.set_postfix(elbo=f"{terms.elbo.mean().item():.2f}")
+            if self.stop.requested:
+                self._interrupt()
+        if bar is not None:
+            bar.close()
+        totals = all_reduce_sum(torch.cat([progress.sums,
+                                           torch.tensor([float(progress.seen)], device=self.device)]))
+        sums = totals[:3].cpu() / max(int(totals[3]), 1)  # over all ranks: full-data values
+        if progress.batch == len(self.batches):
+            self.state.epoch += 1
+            self.state.progress = EpochProgress(bad_in_a_row=progress.bad_in_a_row)
+        return {"train_elbo": float(sums[0]), "train_reconstruction": float(sums[1]),
+                "train_kl": float(sums[2])}
+
+    def train_step(self, x: torch.Tensor) -> ElboTerms | None:
+        """One optimizer step on the batch ``x``: loss = :func:`~vaekit.objectives.training_loss`,
+        backward (gradients all-reduced under DDP), update. Returns the batch's ELBO terms, or
+        None when the loss or a gradient is not finite: the step is then skipped (parameters
+        and Adam moments untouched) and counted. One host sync per step checks both: loss +
+        sum(g) is finite iff each is."""
+        progress = self.state.progress
+        progress.batch += 1
+        loss, terms = self.loss(x, **self._loss_options())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        # with fp16 loss scaling, inf gradients are the scaler's business (it skips and rescales)
+        check = loss.detach() if self.scaler.is_enabled() else loss.detach() + gradient_sum(self.model)
+        if not all_ranks_agree(torch.isfinite(check), self.device):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skipped(x)
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.step += 1
+        progress.bad_in_a_row = 0
+        with torch.no_grad():
+            progress.sums += torch.stack([terms.elbo.sum(), terms.reconstruction.sum(),
+                                          terms.kl.sum()])
+        progress.seen += len(x)
+        every = self.config.train.checkpoint_every_steps
+        if every and self.step % every == 0:
+            self.save_checkpoint()
+        return terms
+
+    def evaluate(self, x: torch.Tensor) -> dict:
+        """Mean ELBO, reconstruction and KL of ``x`` (see :func:`vaekit.evaluation.evaluate_elbo`),
+        the batches spread over the ranks."""
+        return evaluate_elbo(self.model, x, batch_size=self.config.train.eval_batch_size,
+                             distributed=True)
+
+    # -- loss options --------------------------------------------------------------------
+    def _beta(self) -> float:
+        tc = self.config.train
+        if tc.kl_warmup_epochs <= 0:
+            return tc.beta
+        warmup_steps = tc.kl_warmup_epochs * len(self.batches)
+        return tc.beta * min(1.0, (self.step + 1) / warmup_steps)
+
+    def _loss_options(self) -> dict:
+        tc = self.config.train
+        beta = self._beta()
+        if self.beta_input is not None:
+            beta = self.beta_input.fill_(beta)
+        return dict(objective=tc.objective, beta=beta, free_bits=tc.free_bits,
+                    num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
+
+    def _resolve_dispatch_before_compiling(self) -> None:
+        """One eager loss on two examples before the first compiled step. The first
+        ``kl_divergence(q, p)`` of a pair of types looks the pair up in torch's KL registry
+        with Python the compiler cannot trace, and that graph break split the compiled loss
+        into three graphs (0.64x the speed of an unbroken one, measured on the MLP); once
+        resolved it is a dictionary hit. The random state is restored, so the run draws the
+        same numbers as it would without this call."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            self.loss_fn(self.model, self.train_x[:2], **self._loss_options())
+
+    # -- failures and stops --------------------------------------------------------------
+    def _skipped(self, x: torch.Tensor) -> None:
+        self.state.skipped_steps += 1
+        progress = self.state.progress
+        progress.bad_in_a_row += 1
+        if progress.bad_in_a_row >= MAX_BAD_STEPS:
+            term = exploding_term(self.model, x, self._loss_options(), self.loss_fn)
+            raise TrainingDiverged(
+                f"training diverged: the {term} term (or its gradient) exploded, giving a "
+                f"non-finite loss or gradient for {progress.bad_in_a_row} steps in a row after "
+                f"step {self.step}; lower --lr or check the data (last good checkpoint "
+                f"kept in {self.run_dir / CHECKPOINT})")
+
+    def _interrupt(self) -> None:
+        """Saves a checkpoint at the current step and stops with a message saying how to resume."""
+        self.save_checkpoint()
+        self._write_metrics()
+        name = signal_name(self.stop.received)
+        raise TrainingInterrupted(
+            f"{name}: stopped at epoch {self.epoch + 1}, step {self.step}; checkpoint saved "
+            f"to {self.run_dir / CHECKPOINT}; continue with: vaekit train --out {self.run_dir} "
+            "--resume", self.stop.received)
+
+    # -- files ---------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> None:
+        """Refuses a run directory that is a file, or that already holds a run when not resuming
+        (training there would overwrite its checkpoint)."""
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"--out {self.run_dir} is a file; give a directory for the run")
+        if not resume and (self.run_dir / CHECKPOINT).exists():
+            raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it "
+                              "or choose another --out")
+
+    def _load_checkpoint(self) -> None:
+        self.state = load_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizer)
+        batch = self.state.progress.batch
+        where = f", batch {batch} of epoch {self.epoch + 1}" if batch else ""
+        self.log(f"resumed from {self.run_dir / CHECKPOINT} at epoch {self.epoch}, step "
+                 f"{self.step}{where}")
+
+    def save_checkpoint(self) -> None:
+        """Writes everything needed to continue exactly from the current step (rank 0 only).
+        A model with non-finite parameters is never saved over the last good checkpoint."""
+        if not self.is_main:
+            return
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(
+                f"training diverged: the parameters are no longer finite at step "
+                f"{self.step}; lower --lr (last good checkpoint kept in "
+                f"{self.run_dir / CHECKPOINT})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizer, self.state,
+                        self.config, self.data_info.to_meta())
+
+    def _write_metrics(self) -> None:
+        if self.is_main:
+            lines = "".join(json.dumps(m) + "\n" for m in self.history)
+            atomic_write_bytes(self.run_dir / METRICS, lines.encode())
+
+    def _finish(self, test: dict) -> None:
+        self.model.eval()
+        save_weights(self.run_dir / WEIGHTS, self.model, self.config, self.data_info)
+        results = {"split": "test", **test}
+        write_json(self.run_dir / RESULTS, results)
+        self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
+                 f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
+        run = Run(self.run_dir, self.config, self.model, self.data_info,
+                  {"vaekit": __version__, "torch": torch.__version__}, self.history, results,
+                  prepared={"test": (self.data.test, self.data.test_labels)})
+        for callback in self.callbacks:
+            getattr(callback, "on_fit_end", lambda *_: None)(self, run)
+        self.log(f"results in {self.run_dir}/")
+
+
+def _config_for_resume(saved: RunConfig, requested: RunConfig) -> RunConfig:
+    """The run's saved config; only the number of epochs may be raised on resume."""
+    if requested.train.epochs is not None and requested.train.epochs != saved.train.epochs:
+        return saved.model_copy(update={"train": saved.train.model_copy(
+            update={"epochs": requested.train.epochs})})
+    return saved
+
+
+def train(config: RunConfig | None = None, run_dir: str | Path | None = None, *,
+          resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+          **options) -> Path:
+    """Trains a VAE (defaults: the embedded digits) and returns its run directory.
+
+    Under torchrun every worker joins the job's process group, and a checkpoint in ``run_dir``
+    means the job was restarted (or launched again): every worker continues it. Other keywords
+    (``dataset``, ``callbacks``) go to :class:`Trainer`."""
+    config = config or RunConfig()
+    check_run_request(run_dir, resume)
+    with process_group(config.train.device) as group:
+        resume = resume_decision(run_dir, resume, group, log=lambda m: print(m, flush=True))
+        return Trainer(config, run_dir, resume=resume, progress=progress, log=log,
+                       **options).fit()
+
