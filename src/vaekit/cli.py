@@ -174,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gradients", allow_abbrev=False,
                        help="variance of reparameterized vs score-function gradients")
     p.add_argument("run_dir", nargs="?", help="also measure this run's encoder gradient")
-    p.add_argument("--num-samples", type=int, default=500, help="gradient samples per estimator")
+    p.add_argument("--num-samples", type=int, default=1000,
+                   help="gradient samples per estimator on RUN_DIR's encoder")
+    p.add_argument("--toy-samples", type=int, default=1_000_000,
+                   help="gradient samples per estimator on the toy problem")
     p.add_argument("--theta", type=float, default=1.0, help="toy problem q = N(theta, 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="directory for gradient_variance.png (default: RUN_DIR or .)")
@@ -341,34 +344,14 @@ def cmd_explore(args) -> int:
 
 
 def cmd_gradients(args) -> int:
-    from .gradients import ESTIMATOR_NAMES, gradient_report
+    from .view.gradient_report import format_gradient_report, gradient_report
 
-    report = gradient_report(args.run_dir, num_samples=args.num_samples, theta=args.theta,
-                             out=args.out, seed=args.seed,
+    report = gradient_report(args.run_dir, num_samples=args.num_samples,
+                             toy_samples=args.toy_samples, theta=args.theta, out=args.out,
+                             seed=args.seed,
                              log=None if args.json else (lambda m: print(m, file=sys.stderr)))
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(f"toy problem: q = N({args.theta:g}, 1), f(x) = x^2, exact gradient {2 * args.theta:g}")
-    print(f"{'estimator':<25} {'mean':>10} {'exact':>8} {'variance':>12} {'exact':>10} "
-          f"{'SNR':>8} {'samples':>8}")
-    for name in ESTIMATOR_NAMES:
-        r = report["toy"][name]
-        print(f"{name:<25} {r['mean']:>10.4f} {r['exact_mean']:>8.3f} {r['variance']:>12.4f} "
-              f"{r['exact_variance']:>10.4f} {r['snr']:>8.4f} {r['num_samples']:>8}")
-    if "vae" in report:
-        first = report["vae"][ESTIMATOR_NAMES[0]]
-        print(f"\n{args.run_dir}: encoder gradient of the mean ELBO of a test batch, "
-              f"{first['num_parameters']} parameters (averages over parameters)")
-        print(f"{'estimator':<25} {'mean |E g|':>12} {'variance':>12} {'SNR':>8} "
-              f"{'SNR median':>11} {'samples':>8}")
-        for name in ESTIMATOR_NAMES:
-            r = report["vae"][name]
-            print(f"{name:<25} {r['mean_abs']:>12.4g} {r['variance']:>12.4g} {r['snr']:>8.4f} "
-                  f"{r['snr_median']:>11.4f} {r['num_samples']:>8}")
-    ratios = ", ".join(f"{k} {v:.3g}" for k, v in report["variance_ratio"].items())
-    print(f"\nvariance ratio score_function / reparameterization: {ratios}")
-    print(f"wrote {report['plot']}")
+    print(json.dumps(report) if args.json else format_gradient_report(report, args.theta,
+                                                                      args.run_dir))
     return 0
 
 
