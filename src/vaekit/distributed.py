@@ -27,8 +27,9 @@ from .errors import ConfigError
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every worker
 # torchrun's c10d rendezvous shares its key-value store with the workers by default, and a
 # restarted group can then read keys left by the previous attempt and connect to dead peers
-# (pytorch/pytorch#135712); this variable, read by torchrun itself, gives every attempt its
-# own store. `vaekit train --nproc` sets it; set it yourself when calling torchrun.
+# (pytorch/pytorch#135712). On one node `process_group` gives every attempt its own key prefix
+# in that store; this variable, read by torchrun itself, gives every attempt its own store,
+# which multi-node jobs still need. `vaekit train --nproc` sets it.
 FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
@@ -36,8 +37,10 @@ def restart_caveat() -> str | None:
     """A warning when torchrun may restart workers over a store shared across attempts."""
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
     if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        return (f"note: restarts may fail to reconnect over torchrun's shared store; export "
-                f"{FRESH_STORE_ENV}=1 before torchrun (pytorch/pytorch#135712)")
+        return (f"note: torchrun shares its store across restarts; vaekit keeps the attempts "
+                f"of one node apart, but with several nodes each counts its restarts itself: "
+                f"export {FRESH_STORE_ENV}=1 before torchrun for multi-node jobs "
+                f"(pytorch/pytorch#135712)")
     return None
 
 
@@ -93,12 +96,44 @@ def rank_device(requested: str, local_rank: int) -> torch.device:
     return device
 
 
+def attempt_store_prefix() -> str:
+    """The key prefix of this attempt in torchrun's shared store, one per restart (the
+    :class:`~torch.distributed.PrefixStore` adds the ``/`` before each key)."""
+    return f"vaekit/attempt_{restart_count()}"
+
+
+def attempt_store() -> torch.distributed.Store | None:
+    """A store of this attempt's own when torchrun shares its agent's store with the workers
+    on a single node, else None (torch's env:// init, as usual).
+
+    With the shared store (``TORCHELASTIC_USE_AGENT_STORE=True``, torchrun's default for the
+    c10d rendezvous, ``--standalone`` included) env:// connects to the agent's TCPStore with no
+    per-attempt prefix, so a restarted group reads the keys the previous attempt left there
+    (gloo addresses, barrier counters), connects to dead peers and fails or hangs
+    (pytorch/pytorch#135712). Prefixing the keys with the restart count isolates the attempts
+    whatever ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE`` says. Only on one node: every agent counts
+    its own restarts (one whose worker failed counts one more than the others, which restart
+    on the membership change), so across nodes the prefixes would differ and the ranks never
+    meet; there env:// is kept and the variable is still needed (:func:`restart_caveat`)."""
+    if (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+            or os.environ.get("GROUP_WORLD_SIZE") != "1"):
+        return None
+    # the store timeout env:// gives it (gloo's default)
+    from torch.distributed.constants import default_pg_timeout
+
+    client = torch.distributed.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+        is_master=False, timeout=default_pg_timeout)
+    return torch.distributed.PrefixStore(attempt_store_prefix(), client)
+
+
 @contextlib.contextmanager
 def process_group(device: str = "auto") -> Iterator[ProcessGroup]:
     """Under torchrun: joins the job's process group (NCCL when the worker's device is a GPU,
-    gloo on CPU; rendezvous from torchrun's environment), yields a :class:`ProcessGroup`, and on
-    the way out waits for every rank and destroys the group. Outside torchrun: yields an
-    inactive group and does nothing."""
+    gloo on CPU; rendezvous from torchrun's environment, under a key prefix of this attempt's
+    own when torchrun shares its store on one node: :func:`attempt_store`), yields a
+    :class:`ProcessGroup`, and on the way out waits for every rank and destroys the group.
+    Outside torchrun: yields an inactive group and does nothing."""
     if not launched_by_torchrun() or is_distributed():
         rank, world = rank_and_world_size()
         yield ProcessGroup(active=is_distributed(), rank=rank, world_size=world)
@@ -108,8 +143,14 @@ def process_group(device: str = "auto") -> Iterator[ProcessGroup]:
     if worker_device.type == "cuda":
         torch.cuda.set_device(worker_device)
     backend = "nccl" if worker_device.type == "cuda" else "gloo"
-    torch.distributed.init_process_group(
-        backend, device_id=worker_device if worker_device.type == "cuda" else None)
+    device_id = worker_device if worker_device.type == "cuda" else None
+    store = attempt_store()  # torchrun's shared store on one node: this attempt's keys only
+    if store is None:
+        torch.distributed.init_process_group(backend, device_id=device_id)
+    else:
+        torch.distributed.init_process_group(
+            backend, store=store, rank=int(os.environ["RANK"]),
+            world_size=int(os.environ["WORLD_SIZE"]), device_id=device_id)
     group = ProcessGroup(True, torch.distributed.get_rank(), torch.distributed.get_world_size(),
                          local_rank, worker_device)
     finished = False
