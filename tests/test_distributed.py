@@ -5,6 +5,7 @@ and distributed evaluation equals single-process evaluation."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,8 +55,7 @@ def run_job(cmd: list[str], env: dict, cwd: Path, timeout: float = 120) -> subpr
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        out = kill_job(proc)
         pytest.fail(f"job did not finish in {timeout}s:\n{out[-3000:]}")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
 
@@ -168,6 +168,19 @@ def worker_pids(agent_pid: int) -> list[int]:
     return sorted(pids)
 
 
+def kill_job(proc: subprocess.Popen) -> str:
+    """Kills a torchrun job whole and returns its output: the workers first (torchrun starts
+    each in a session of its own, so killing the agent's process group leaves them running,
+    holding the output pipe open), then the agent's group."""
+    for pid in worker_pids(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find workers")
 def test_a_killed_worker_is_restarted_and_resumes_from_the_checkpoint(tmp_path):
     cmd = [*TORCHRUN, "--max-restarts", "1", "--monitor-interval", "0.1", "--rdzv-backend", "c10d",
@@ -187,8 +200,7 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_checkpoint(tmp_path):
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            kill_job(proc)
     assert proc.returncode == 0, out[-3000:]
     print("\n".join(line for line in out.splitlines()
                     if "resum" in line or "exitcode" in line or "attempt" in line))

@@ -34,13 +34,14 @@ FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 def restart_caveat() -> str | None:
-    """A warning when torchrun may restart workers over a store shared across attempts."""
+    """A warning when torchrun may restart the workers of several nodes over a store shared
+    across attempts (on one node :func:`attempt_store` keeps the attempts apart)."""
     restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
-    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        return (f"note: torchrun shares its store across restarts; vaekit keeps the attempts "
-                f"of one node apart, but with several nodes each counts its restarts itself: "
-                f"export {FRESH_STORE_ENV}=1 before torchrun for multi-node jobs "
-                f"(pytorch/pytorch#135712)")
+    if (restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and os.environ.get("GROUP_WORLD_SIZE", "1") != "1"):
+        return (f"note: torchrun shares its store across restarts and the nodes of a job count "
+                f"their restarts each for itself: export {FRESH_STORE_ENV}=1 before torchrun "
+                f"for multi-node jobs with restarts (pytorch/pytorch#135712)")
     return None
 
 
