@@ -59,7 +59,8 @@ def test_scalars_and_images_are_written_per_epoch(tmp_path):
 
 
 def test_train_flags_map_to_the_config():
-    from vaekit.cli import _overrides, build_parser
+    from vaekit.cli import build_parser
+    from vaekit.cli_options import overrides as _overrides
 
     args = build_parser().parse_args(["train", "--tensorboard", "--no-report"])
     assert _overrides(args) == {"train": {"report": False, "tensorboard": True}}

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import choices
+from .cli_options import add_train_options, overrides
 from .data.dataset import SPLITS
 from .latents import INTERPOLATIONS
 from .errors import ConfigError, TrainingInterrupted, VaekitError
@@ -35,74 +35,6 @@ class _Parser(argparse.ArgumentParser):
                            + (" ".join(hints) if hints else f"see `{self.prog} --help`"))
 
 
-def _one_of(section: str, key: str) -> str:
-    """The valid values of a config option for the help text; the config validation checks
-    them (one message for the command line and config files alike)."""
-    return "{" + ",".join(choices(section, key)) + "}"
-
-
-def _csv_ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-    return values
-
-
-# (flag, config section, config key, argparse kwargs) for every training option
-TRAIN_OPTIONS = [
-    ("--data", "data", "name", dict(help="digits (default, embedded), mnist, fashion-mnist, "
-                                         "binarized-mnist, or a path to .npy/.npz/.csv/image folder")),
-    ("--data-dir", "data", "data_dir", dict(help="directory holding the data set's files")),
-    ("--binarize", "data", "binarize", dict(metavar=_one_of("data", "binarize"))),
-    ("--val-fraction", "data", "val_fraction", dict(type=float)),
-    ("--no-download", "data", "download", dict(action="store_const", const=False)),
-    ("--arch", "model", "arch", dict(metavar=_one_of("model", "arch"))),
-    ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),
-    ("--latent-dim", "model", "latent_dim", dict(type=int)),
-    ("--activation", "model", "activation", dict(metavar=_one_of("model", "activation"))),
-    ("--likelihood", "model", "likelihood", dict(metavar=_one_of("model", "likelihood"))),
-    ("--gaussian-scale", "model", "gaussian_scale", dict(metavar=_one_of("model", "gaussian_scale"))),
-    ("--gaussian-init-scale", "model", "gaussian_init_scale", dict(type=float)),
-    ("--gaussian-min-scale", "model", "gaussian_min_scale", dict(type=float)),
-    ("--standardize", "model", "standardize", dict(action=argparse.BooleanOptionalAction,
-                                                   help="standardize each input dimension "
-                                                        "(default: on for real-valued tables)")),
-    ("--prior", "model", "prior", dict(metavar=_one_of("model", "prior"))),
-    ("--posterior", "model", "posterior", dict(metavar=_one_of("model", "posterior"))),
-    ("--prior-components", "model", "prior_components",
-     dict(type=int, help="mixture components (mog) or pseudo-inputs (vamp)")),
-    ("--flow-steps", "model", "flow_steps", dict(type=int, help="steps of flow priors/posteriors")),
-    ("--flow-hidden", "model", "flow_hidden", dict(type=int, help="hidden width of flow networks")),
-    ("--no-vamp-init-from-data", "model", "vamp_init_from_data",
-     dict(action="store_const", const=False, help="vamp: random pseudo-inputs, not data")),
-    ("--epochs", "train", "epochs", dict(type=int)),
-    ("--batch-size", "train", "batch_size", dict(type=int)),
-    ("--lr", "train", "lr", dict(type=float)),
-    ("--beta", "train", "beta", dict(type=float, help="KL weight in the loss (ELBO reported as is)")),
-    ("--kl-warmup", "train", "kl_warmup_epochs", dict(type=float, help="epochs of linear KL warm-up")),
-    ("--free-bits", "train", "free_bits", dict(type=float, help="nats per latent dimension")),
-    ("--objective", "train", "objective", dict(metavar=_one_of("train", "objective"))),
-    ("--num-samples", "train", "num_samples", dict(type=int)),
-    ("--gradient-estimator", "train", "gradient_estimator",
-     dict(metavar=_one_of("train", "gradient_estimator"),
-          help="encoder gradient: pathwise (default) or score function (REINFORCE); "
-               "score-baseline subtracts a leave-one-out mean over --num-samples >= 2")),
-    ("--seed", "train", "seed", dict(type=int)),
-    ("--device", "train", "device", dict()),
-    ("--checkpoint-every", "train", "checkpoint_every_steps",
-     dict(type=int, help="also checkpoint every N optimizer steps (default 0: once per epoch)")),
-    ("--precision", "train", "precision", dict(metavar=_one_of("train", "precision"),
-                                               help="autocast of the training step (mixed precision)")),
-    ("--compile", "train", "compile", dict(action="store_const", const=True,
-                                           help="torch.compile the training loss")),
-    ("--no-report", "train", "report", dict(action="store_const", const=False,
-                                             help="do not write report.html at the end")),
-    ("--tensorboard", "train", "tensorboard", dict(action="store_const", const=True,
-                                                 help="log to TensorBoard (needs vaekit[tensorboard])")),
-]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", allow_abbrev=False,
                      description="Train, sample, evaluate and explore Variational Autoencoders.")
@@ -110,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.subcommands = sub.choices  # name -> sub-parser, for error messages
 
     p = sub.add_parser("train", allow_abbrev=False, help="train a VAE (default: embedded digits)")
-    for flag, _section, key, kwargs in TRAIN_OPTIONS:
-        p.add_argument(flag, dest=f"cfg_{key}", default=argparse.SUPPRESS, **kwargs)
+    add_train_options(p)
     p.add_argument("--config", help="TOML or JSON config file (options given here override it)")
     p.add_argument("--out", help="run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -185,14 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for _flag, section, key, _kwargs in TRAIN_OPTIONS:
-        if hasattr(args, f"cfg_{key}"):
-            out.setdefault(section, {})[key] = getattr(args, f"cfg_{key}")
-    return out
-
-
 def cmd_train(args) -> int:
     from .config import RunConfig, load_config_file, merge
     from .training import train
@@ -201,7 +124,7 @@ def cmd_train(args) -> int:
     if args.nproc is not None:
         return launch_torchrun(args.argv, args.nproc)
     base = load_config_file(args.config) if args.config else RunConfig()
-    train(merge(base, _overrides(args)), args.out, resume=args.resume,
+    train(merge(base, overrides(args)), args.out, resume=args.resume,
           progress=not args.no_progress)
     return 0
 

@@ -37,11 +37,12 @@ def choices(section: str, key: str) -> tuple[str, ...]:
     from .data.preparation import BINARIZATIONS
     from .likelihoods import LIKELIHOODS, GaussianLikelihood
     from .model import NETWORKS
-    from .nets import ACTIVATIONS
+    from .nets import ACTIVATIONS, INITIALIZATIONS
     from .objectives import GRADIENT_ESTIMATORS, OBJECTIVES
     from .posteriors import POSTERIORS
     from .priors import PRIORS
     from .training.precision import PRECISIONS
+    from .training.schedules import LR_SCHEDULES
 
     registries = {
         ("data", "binarize"): BINARIZATIONS,
@@ -54,6 +55,8 @@ def choices(section: str, key: str) -> tuple[str, ...]:
         ("train", "objective"): OBJECTIVES,
         ("train", "gradient_estimator"): GRADIENT_ESTIMATORS,
         ("train", "precision"): PRECISIONS,
+        ("train", "lr_schedule"): LR_SCHEDULES,
+        ("model", "init"): INITIALIZATIONS,
     }
     return tuple(registries[section, key])
 
@@ -84,6 +87,7 @@ class ModelConfig(_Strict):
     hidden: tuple[PositiveInt, ...] | None = None  # MLP hidden sizes (None: the data set's default)
     latent_dim: int | None = Field(None, gt=0)  # dimension of z (None: the data set's default)
     activation: str = "relu"  # relu, elu, gelu, tanh, silu
+    init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot)
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
     conv_hidden: int = Field(256, gt=0)  # width of the dense layer after the convolutions
     likelihood: str = "auto"  # auto, bernoulli, gaussian, continuous-bernoulli
@@ -98,7 +102,8 @@ class ModelConfig(_Strict):
     flow_hidden: int = Field(64, gt=0)  # hidden width of coupling (flow prior) and MADE (iaf) nets
     vamp_init_from_data: bool = True  # vamp: start pseudo-inputs at random training examples
 
-    @field_validator("arch", "activation", "likelihood", "gaussian_scale", "prior", "posterior")
+    @field_validator("arch", "activation", "init", "likelihood", "gaussian_scale", "prior",
+                     "posterior")
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("model", info.field_name, name)
@@ -120,7 +125,19 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     epochs: int | None = Field(None, gt=0)  # None: the data set's default
     batch_size: int = Field(128, gt=0)
-    lr: float = Field(1e-3, gt=0)  # Adam learning rate
+    lr: float = Field(1e-3, gt=0)  # Adam learning rate (at the start of the schedule)
+    # learning-rate schedule, stepped per epoch: constant, exponential, cosine, plateau, iwae
+    lr_schedule: str = "constant"
+    lr_gamma: float = Field(0.99, gt=0, le=1)  # exponential: lr * lr_gamma^epoch
+    lr_min: float = Field(0.0, ge=0)  # cosine: the final lr; plateau: the lowest lr
+    lr_factor: float = Field(0.5, gt=0, lt=1)  # plateau: lr *= lr_factor on a plateau
+    lr_patience: int = Field(10, ge=0)  # plateau: epochs without a better val ELBO first
+    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)  # Adam's epsilon (the IWAE paper used 1e-4)
+    clip_grad_norm: float = Field(0.0, ge=0)  # clip the gradient's global L2 norm to this (0: off)
+    ema: float = Field(0.0, ge=0, lt=1)  # decay of an average of the weights used for evaluation (0: off)
+    early_stopping: int = Field(0, ge=0)  # stop after this many epochs without a better val bound (0: off)
+    early_stopping_samples: int = Field(1, gt=0)  # K of that bound: 1 is the ELBO, K > 1 IWAE_K
     beta: float = Field(1.0, ge=0)  # weight of the KL term in the loss (reported ELBO stays true)
     kl_warmup_epochs: float = Field(0.0, ge=0)  # beta rises linearly from 0 over this many epochs
     free_bits: float = Field(0.0, ge=0)  # minimum KL per latent dimension in nats (0: off)
@@ -140,7 +157,7 @@ class TrainConfig(_Strict):
     report: bool = True  # write report.html into the run directory at the end
     tensorboard: bool = False  # also log scalars and image grids for TensorBoard
 
-    @field_validator("objective", "gradient_estimator", "precision")
+    @field_validator("objective", "gradient_estimator", "precision", "lr_schedule")
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("train", info.field_name, name)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from .likelihoods import LIKELIHOODS, GaussianLikelihood
-from .nets import MLP, ConvDecoderNet, ConvEncoderNet, Standardize
+from .nets import INITIALIZATIONS, MLP, ConvDecoderNet, ConvEncoderNet, Standardize
 from .posteriors import POSTERIORS
 from .priors import PRIORS
 
@@ -123,6 +123,9 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     flow_options = dict(flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden)
     enc_net, dec_net = NETWORKS[cfg.arch](cfg, data_shape,
                                           posterior_cls.param_dim(cfg.latent_dim, **flow_options))
+    if INITIALIZATIONS[cfg.init] is not None:
+        INITIALIZATIONS[cfg.init](enc_net)
+        INITIALIZATIONS[cfg.init](dec_net)
     if cfg.standardize:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
     encoder = posterior_cls(enc_net, cfg.latent_dim, **flow_options)

@@ -22,6 +22,20 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def xavier_init(net: nn.Module) -> None:
+    """Glorot & Bengio (2010) uniform weights and zero biases for every linear and convolutional
+    layer of ``net``, as the VAE and IWAE papers initialised their networks."""
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+# config model.init -> function applied to the encoder and decoder networks (None: PyTorch's)
+INITIALIZATIONS = {"default": None, "xavier": xavier_init}
+
+
 class MLP(nn.Module):
     """Flattens ``[B, *in_shape]`` and applies Linear-activation blocks, then a final Linear to
     ``out_shape`` (reshaped): ``[B, *in_shape] -> [B, *out_shape]``."""

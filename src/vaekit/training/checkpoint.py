@@ -4,6 +4,7 @@ exactly where it stopped, including the position within an epoch. Stored with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,19 +40,26 @@ class TrainingState:
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
     progress: EpochProgress = field(default_factory=EpochProgress)
     history: list[dict] = field(default_factory=list)  # one metrics record per epoch
+    # early stopping: the best validation bound so far, its epoch, epochs since it
+    best_value: float = -math.inf
+    best_epoch: int = 0
+    epochs_since_best: int = 0
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: TrainingState, config: RunConfig, data: dict) -> None:
+                    state: TrainingState, config: RunConfig, data: dict,
+                    parts: dict[str, dict] | None = None) -> None:
     """Writes the checkpoint atomically: model and optimizer state, the global RNG, the
-    counters, the history, the resolved config and the data description (``data``: see
-    :class:`vaekit.run.DataInfo`)."""
+    counters, the history, the resolved config, the data description (``data``: see
+    :class:`vaekit.run.DataInfo`) and further state dicts by name (``parts``: the learning-rate
+    schedule, the weight average, the best weights)."""
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten_state({
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
         "in_epoch_sums": state.progress.sums,
+        "parts": {name: part for name, part in (parts or {}).items() if part is not None},
     }, "state", tensors)
     meta = {
         "config": config.model_dump(mode="json"),
@@ -62,6 +70,8 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         "in_epoch": {"batch": state.progress.batch, "seen": state.progress.seen,
                      "bad_in_a_row": state.progress.bad_in_a_row},
         "history": state.history,
+        "best": {"value": state.best_value, "epoch": state.best_epoch,
+                 "since": state.epochs_since_best},
         "versions": {"vaekit": __version__, "torch": torch.__version__},
         "state": skeleton,
     }
@@ -78,24 +88,32 @@ def saved_config(path: Path) -> RunConfig:
                               f"({' '.join(str(err).split())}); start a new run") from None
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
-                    ) -> TrainingState:
-    """Loads weights, optimizer state and the global RNG from ``path`` into the given objects
-    and returns the counters and records."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    stateful: dict | None = None) -> tuple[TrainingState, dict[str, dict]]:
+    """Loads weights, optimizer state and the global RNG from ``path`` into the given objects,
+    and each saved part into the object of that name in ``stateful`` (``load_state_dict``;
+    None entries skipped); returns the counters and records, and the parts by name."""
     tensors, meta = load_tensors(path)
     state = unflatten_state(meta["state"], tensors)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        parts = state.get("parts", {})
+        for name, target in (stateful or {}).items():
+            if target is not None and name in parts:
+                target.load_state_dict(parts[name])
         torch.set_rng_state(state["rng"]["torch"])
         position = meta.get("in_epoch", {})
         progress = EpochProgress(
             batch=int(position.get("batch", 0)), seen=int(position.get("seen", 0)),
             sums=state.get("in_epoch_sums", torch.zeros(3)).clone(),
             bad_in_a_row=int(position.get("bad_in_a_row", 0)))
+        best = meta.get("best", {})
         return TrainingState(int(meta["epoch"]), int(meta["step"]),
                              int(meta.get("skipped_steps", 0)), progress,
-                             list(meta.get("history", [])))
+                             list(meta.get("history", [])), float(best.get("value", -math.inf)),
+                             int(best.get("epoch", 0)), int(best.get("since", 0))
+                             ), parts
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: does not match the model "
                               f"({' '.join(str(err).split())}); start a new run") from None

@@ -10,11 +10,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from ..distributed import (FRESH_STORE_ENV, ProcessGroup, launched_by_torchrun, rank0_decides,
                            restart_caveat, restart_count)
+from ..config import RunConfig
 from ..errors import ConfigError
 from .checkpoint import CHECKPOINT
 
@@ -73,6 +75,29 @@ def resume_decision(run_dir: str | Path | None, resume: bool, group: ProcessGrou
             log(f"torchrun attempt {restart_count() + 1}: "
                 + (f"resuming from the checkpoint in {run_dir}" if resume else "no checkpoint yet"))
     return resume
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    name = Path(config.data.name).stem if Path(config.data.name).exists() else config.data.name
+    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuses a run directory that is a file, or that already holds a run when not resuming
+    (training there would overwrite its checkpoint)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; give a directory for the run")
+    if not resume and (run_dir / CHECKPOINT).exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it "
+                          "or choose another --out")
+
+
+def config_for_resume(saved: RunConfig, requested: RunConfig) -> RunConfig:
+    """The run's saved config; only the number of epochs may be raised on resume."""
+    if requested.train.epochs is not None and requested.train.epochs != saved.train.epochs:
+        return saved.model_copy(update={"train": saved.train.model_copy(
+            update={"epochs": requested.train.epochs})})
+    return saved
 
 
 def describe_batch(global_batch: int, world_size: int, lr: float) -> str:

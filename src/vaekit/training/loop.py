@@ -1,20 +1,17 @@
 """The training loop: ``fit`` runs epochs, an epoch runs steps, a step runs the loss of
-:func:`vaekit.objectives.training_loss` and one optimizer update, with exact resume.
-
-A run directory holds ``config.json`` (the resolved config), ``model.safetensors`` (weights),
-``checkpoint.safetensors`` (everything needed to resume), ``metrics.jsonl`` (one JSON object
-per epoch), ``results.json`` and what the callbacks add (pictures, report). Only rank 0 writes
-files, so the same loop runs under DDP."""
+:func:`vaekit.objectives.training_loss` and one optimizer update, with exact resume. It writes
+the run directory's files (see :mod:`vaekit.run`) and calls the callbacks for the rest; only
+rank 0 writes, so the same loop runs under DDP."""
 
 from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
 from ..config import RunConfig, resolve, save_config
@@ -23,8 +20,8 @@ from ..data import Dataset, TensorBatches, dataset_defaults, dynamic_binarize, l
 from ..distributed import (all_ranks_agree, all_reduce_sum, per_rank_batch_size, process_group,
                            rank_and_world_size, rank_seed)
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from ..evaluation import evaluate_elbo
-from ..model import build_model
+from ..evaluation import evaluate_elbo, log_likelihood
+from ..model import VAE, build_model
 from ..objectives import ElboTerms, training_loss
 from ..run import CONFIG, METRICS, RESULTS, WEIGHTS, DataInfo, Run, save_weights, write_json
 from ..storage import atomic_write_bytes
@@ -32,16 +29,14 @@ from .callbacks import default_callbacks
 from .checkpoint import (CHECKPOINT, EpochProgress, TrainingState, load_checkpoint,
                          save_checkpoint, saved_config)
 from .interrupts import StopSignals, signal_name
-from .launch import check_run_request, describe_batch, resume_decision
+from .launch import (check_run_dir, check_run_request, config_for_resume, default_run_dir,
+                     describe_batch, resume_decision)
 from .precision import grad_scaler
-from .step import exploding_term, gradient_sum, make_optimizer, resolve_device, wrap_for_training
+from .schedules import current_lr, make_scheduler, step_scheduler
+from .step import (exploding_term, gradient_sum, make_optimizer, resolve_device,
+                   resolve_kl_dispatch, wrap_for_training)
 
 MAX_BAD_STEPS = 20  # consecutive non-finite losses or gradients before training stops
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    name = Path(config.data.name).stem if Path(config.data.name).exists() else config.data.name
-    return Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 class Trainer:
@@ -68,10 +63,10 @@ class Trainer:
         self.log = log if self.is_main else (lambda _msg: None)
         self.progress = progress and self.is_main
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-        self._check_run_dir(resume)
+        check_run_dir(self.run_dir, resume)
         checkpoint = self.run_dir / CHECKPOINT
         if resume and checkpoint.exists():
-            config = _config_for_resume(saved_config(checkpoint), config)
+            config = config_for_resume(saved_config(checkpoint), config)
         elif resume:
             self.log(f"no checkpoint in {self.run_dir} yet; starting the run from the beginning")
         self.dataset = dataset or load_dataset(
@@ -102,7 +97,13 @@ class Trainer:
             self.model.prior.init_from_data(self.train_x)  # (resume overwrites it below)
         self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
                                      seed=tc.seed, rank=self.rank, world_size=self.world_size)
-        self.optimizer = make_optimizer(self.model, tc.lr, self.device)
+        self.optimizer = make_optimizer(self.model, tc.lr, self.device, betas=tc.adam_betas,
+                                        eps=tc.adam_eps)
+        self.scheduler = make_scheduler(self.optimizer, tc)
+        # the weights that are evaluated and saved: an exponential moving average when asked
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema),
+                                 use_buffers=True) if tc.ema else None
+        self.best_weights: dict | None = None  # of the evaluated model at the best epoch
         self.state = TrainingState()
         self.resumed = resume and checkpoint.exists()
         if self.resumed:
@@ -119,7 +120,8 @@ class Trainer:
         self.beta_input = torch.zeros((), device=self.device) \
             if tc.compile and tc.objective == "elbo" else None
         if tc.compile:
-            self._resolve_dispatch_before_compiling()
+            resolve_kl_dispatch(self.loss_fn, self.model, self.train_x[:2], self._loss_options(),
+                                self.device)
         if self.rank > 0:
             torch.manual_seed(rank_seed(tc.seed, self.rank, self.step))
 
@@ -129,6 +131,16 @@ class Trainer:
     skipped_steps = property(lambda self: self.state.skipped_steps,
                              doc="steps skipped for a non-finite loss or gradient")
     history = property(lambda self: self.state.history, doc="one metrics record per epoch")
+
+    @property
+    def eval_model(self) -> VAE:
+        """The model that is validated, tested and saved: the weight average with ``--ema``."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def stopped_early(self) -> bool:
+        patience = self.config.train.early_stopping
+        return bool(patience) and self.state.epochs_since_best >= patience
 
     @property
     def data_info(self) -> DataInfo:
@@ -152,8 +164,10 @@ class Trainer:
                      + (f", precision {tc.precision}" if tc.precision != "fp32" else "")
                      + (", compiled" if tc.compile else ""))
         with self.stop:  # a stop signal after the last epoch lets the final outputs complete
-            while self.epoch < tc.epochs:
+            while self.epoch < tc.epochs and not self.stopped_early:
                 self.run_epoch()
+            if self.best_weights is not None:  # early stopping: the best epoch's weights
+                self.eval_model.load_state_dict(self.best_weights)
             test = self.evaluate(self.data.test)  # every rank takes part; rank 0 writes
             if self.is_main:
                 self._finish(test)
@@ -168,9 +182,12 @@ class Trainer:
         val = self.evaluate(self.data.val)
         metrics = {"epoch": self.epoch, "step": self.step, **train,
                    "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
-                   "val_kl": val["kl"], "beta": self._beta(), "seconds": seconds,
-                   "images_per_second": len(self.train_x) / max(seconds, 1e-9),
+                   "val_kl": val["kl"], "beta": self._beta(), "lr": current_lr(self.optimizer),
+                   "seconds": seconds, "images_per_second": len(self.train_x) / max(seconds, 1e-9),
                    "skipped_steps": self.skipped_steps}
+        step_scheduler(self.scheduler, val["elbo"])
+        if self.config.train.early_stopping:
+            metrics.update(self._track_best(val["elbo"]))
         self.state.history.append(metrics)
         self.log(f"epoch {self.epoch:>3}/{self.config.train.epochs}  train ELBO "
                  f"{metrics['train_elbo']:9.2f}  val ELBO {val['elbo']:9.2f}  (recon "
@@ -238,8 +255,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self._skipped(x)
             return None
+        if self.config.train.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.state.step += 1
         progress.bad_in_a_row = 0
         with torch.no_grad():
@@ -254,8 +276,24 @@ class Trainer:
     def evaluate(self, x: torch.Tensor) -> dict:
         """Mean ELBO, reconstruction and KL of ``x`` (see :func:`vaekit.evaluation.evaluate_elbo`),
         the batches spread over the ranks."""
-        return evaluate_elbo(self.model, x, batch_size=self.config.train.eval_batch_size,
+        return evaluate_elbo(self.eval_model, x, batch_size=self.config.train.eval_batch_size,
                              distributed=True)
+
+    def _track_best(self, val_elbo: float) -> dict:
+        """Early stopping's bookkeeping after an epoch: the validation bound (the ELBO, or
+        IWAE_K with ``early_stopping_samples`` K > 1), and the weights when it is the best."""
+        tc, state = self.config.train, self.state
+        bound = val_elbo
+        if tc.early_stopping_samples > 1:
+            bound = float(log_likelihood(self.eval_model, self.data.val, tc.early_stopping_samples,
+                                         seed=tc.seed).mean())
+        if bound > state.best_value:
+            state.best_value, state.best_epoch, state.epochs_since_best = bound, self.epoch, 0
+            self.best_weights = {k: v.detach().clone()
+                                 for k, v in self.eval_model.state_dict().items()}
+        else:
+            state.epochs_since_best += 1
+        return {"val_bound": bound, "best_epoch": state.best_epoch}
 
     # -- loss options --------------------------------------------------------------------
     def _beta(self) -> float:
@@ -272,17 +310,6 @@ class Trainer:
             beta = self.beta_input.fill_(beta)
         return dict(objective=tc.objective, beta=beta, free_bits=tc.free_bits,
                     num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
-
-    def _resolve_dispatch_before_compiling(self) -> None:
-        """One eager loss on two examples before the first compiled step. The first
-        ``kl_divergence(q, p)`` of a pair of types looks the pair up in torch's KL registry
-        with Python the compiler cannot trace, and that graph break split the compiled loss
-        into three graphs (0.64x the speed of an unbroken one, measured on the MLP); once
-        resolved it is a dictionary hit. The random state is restored, so the run draws the
-        same numbers as it would without this call."""
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            self.loss_fn(self.model, self.train_x[:2], **self._loss_options())
 
     # -- failures and stops --------------------------------------------------------------
     def _skipped(self, x: torch.Tensor) -> None:
@@ -308,17 +335,10 @@ class Trainer:
             "--resume", self.stop.received)
 
     # -- files ---------------------------------------------------------------------------
-    def _check_run_dir(self, resume: bool) -> None:
-        """Refuses a run directory that is a file, or that already holds a run when not resuming
-        (training there would overwrite its checkpoint)."""
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ConfigError(f"--out {self.run_dir} is a file; give a directory for the run")
-        if not resume and (self.run_dir / CHECKPOINT).exists():
-            raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue it "
-                              "or choose another --out")
-
     def _load_checkpoint(self) -> None:
-        self.state = load_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizer)
+        self.state, parts = load_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizer,
+                                            {"scheduler": self.scheduler, "ema": self.ema})
+        self.best_weights = parts.get("best_weights")
         batch = self.state.progress.batch
         where = f", batch {batch} of epoch {self.epoch + 1}" if batch else ""
         self.log(f"resumed from {self.run_dir / CHECKPOINT} at epoch {self.epoch}, step "
@@ -335,8 +355,10 @@ class Trainer:
                 f"{self.step}; lower --lr (last good checkpoint kept in "
                 f"{self.run_dir / CHECKPOINT})")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        parts = {"scheduler": self.scheduler.state_dict(), "best_weights": self.best_weights,
+                 "ema": self.ema.state_dict() if self.ema is not None else None}
         save_checkpoint(self.run_dir / CHECKPOINT, self.model, self.optimizer, self.state,
-                        self.config, self.data_info.to_meta())
+                        self.config, self.data_info.to_meta(), parts)
 
     def _write_metrics(self) -> None:
         if self.is_main:
@@ -344,26 +366,20 @@ class Trainer:
             atomic_write_bytes(self.run_dir / METRICS, lines.encode())
 
     def _finish(self, test: dict) -> None:
-        self.model.eval()
-        save_weights(self.run_dir / WEIGHTS, self.model, self.config, self.data_info)
+        model = self.eval_model.eval()
+        save_weights(self.run_dir / WEIGHTS, model, self.config, self.data_info)
         results = {"split": "test", **test}
+        if self.config.train.early_stopping:
+            results.update(best_epoch=self.state.best_epoch, stopped_early=self.stopped_early)
         write_json(self.run_dir / RESULTS, results)
         self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
                  f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
-        run = Run(self.run_dir, self.config, self.model, self.data_info,
+        run = Run(self.run_dir, self.config, model, self.data_info,
                   {"vaekit": __version__, "torch": torch.__version__}, self.history, results,
                   prepared={"test": (self.data.test, self.data.test_labels)})
         for callback in self.callbacks:
             getattr(callback, "on_fit_end", lambda *_: None)(self, run)
         self.log(f"results in {self.run_dir}/")
-
-
-def _config_for_resume(saved: RunConfig, requested: RunConfig) -> RunConfig:
-    """The run's saved config; only the number of epochs may be raised on resume."""
-    if requested.train.epochs is not None and requested.train.epochs != saved.train.epochs:
-        return saved.model_copy(update={"train": saved.train.model_copy(
-            update={"epochs": requested.train.epochs})})
-    return saved
 
 
 def train(config: RunConfig | None = None, run_dir: str | Path | None = None, *,
