@@ -159,8 +159,8 @@ class Run:
         """ELBO and its terms, the importance-sampled log p(x) with K = ``num_samples`` and the
         latent diagnostics (:func:`vaekit.evaluation.evaluate_model`) on a split of the run's
         data (or of ``source``), first ``num_examples`` only when given. ``save`` (default: when
-        it is the run's own test set, in full) keeps the result as ``evaluation.json`` so the
-        report shows it."""
+        it is the run's own test set) keeps the result as ``evaluation.json`` so the report
+        shows it."""
         from .evaluation import DEFAULT_NUM_SAMPLES, evaluate_model
 
         num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
