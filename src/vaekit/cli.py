@@ -230,7 +230,7 @@ def cmd_evaluate(args) -> int:
         print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
               f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
               f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
-    if args.data is None and args.data_dir is None and args.split == "test":
+    if args.data is None and args.split == "test":
         print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
               "it to the report)")
     mi = result["mutual_information"]

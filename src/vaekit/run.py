@@ -174,7 +174,7 @@ class Run:
         result = {"split": split, **evaluate_model(
             self.model, x, num_samples=num_samples, batch_size=batch_size,
             is_image=self.data.is_image, seed=seed, progress=progress, distributed=distributed)}
-        own_test_set = source is None and data_dir is None and split == "test"
+        own_test_set = source is None and split == "test"  # (a --data-dir of its own data set too)
         if own_test_set if save is None else save:
             self.evaluation = result
             write_json(self.dir / EVALUATION, result)
