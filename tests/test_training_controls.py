@@ -20,8 +20,8 @@ from vaekit.training.schedules import (IWAE_TOTAL_PASSES, LR_SCHEDULES, iwae_fac
 QUIET = dict(progress=False, log=lambda m: None, callbacks=[])
 
 
-def tiny(epochs=3, **train):
-    return merge(RunConfig(), {"model": {"hidden": (16,), "latent_dim": 2},
+def tiny(epochs=3, latent_dim=2, **train):
+    return merge(RunConfig(), {"model": {"hidden": (16,), "latent_dim": latent_dim},
                                "train": {"epochs": epochs, "batch_size": 256, **train}})
 
 
@@ -147,9 +147,10 @@ def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, samples, monkeyp
         torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
 
 
-def test_resume_with_schedule_average_clipping_and_early_stopping_is_exact(tmp_path):
-    cfg = tiny(4, lr_schedule="exponential", lr_gamma=0.7, ema=0.9, clip_grad_norm=5.0,
-               early_stopping=3, batch_size=128)
+@pytest.mark.parametrize("latent_dim", [2, (4, 2)])  # one and two stochastic layers
+def test_resume_with_schedule_average_clipping_and_early_stopping_is_exact(tmp_path, latent_dim):
+    cfg = tiny(4, latent_dim, lr_schedule="exponential", lr_gamma=0.7, ema=0.9,
+               clip_grad_norm=5.0, early_stopping=3, batch_size=128)
     full = Trainer(cfg, tmp_path / "full", **QUIET)
     full.fit()
     part = Trainer(merge(cfg, {"train": {"epochs": 2}}), tmp_path / "part", **QUIET)

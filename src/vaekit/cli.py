@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "encode":
             p.add_argument("--samples", type=int, default=0,
                            help="also draw this many z ~ q(z|x) per example (saved as .npz)")
+            p.add_argument("--layer", type=int, default=None,
+                           help="stochastic layer to encode (1 = next to x; default: the top)")
 
     p = sub.add_parser("interpolate", allow_abbrev=False, help="decode paths between encodings")
     p.add_argument("run_dir")
@@ -186,7 +188,7 @@ def cmd_encode(args) -> int:
 
     _check_count(args.num)
     codes = load(args.run_dir).latent_codes(args.split, args.data, args.data_dir, num=args.num,
-                                            num_samples=args.samples)
+                                            num_samples=args.samples, layer=args.layer)
     z = codes["mean"]
     save_arrays(args.out, codes if args.samples else {"mean": z})
     print(f"wrote {args.out} ({len(z)} x {z.shape[1]} posterior means"
@@ -233,6 +235,10 @@ def cmd_evaluate(args) -> int:
     if args.data is None and args.split == "test":
         print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
               "it to the report)")
+    if "kl_per_layer" in result:
+        print("per layer (bottom first): KL " + " + ".join(f"{v:.2f}" for v in result["kl_per_layer"])
+              + " nats, active units "
+              + "+".join(str(n) for n in result["active_units_per_layer"]))
     mi = result["mutual_information"]
     print(f"active units {result['active_units']}/{len(result['posterior_mean_variance'])}  "
           "mutual information " + ("n/a (planar posterior: q(z|x) is known only at its own "

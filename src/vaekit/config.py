@@ -35,6 +35,7 @@ def choices(section: str, key: str) -> tuple[str, ...]:
     """The valid names of the option ``section.key`` (e.g. ``("model", "prior")``), from its
     registry."""
     from .data.preparation import BINARIZATIONS
+    from .hierarchy import INFERENCES
     from .likelihoods import LIKELIHOODS, GaussianLikelihood
     from .model import NETWORKS
     from .nets import ACTIVATIONS, INITIALIZATIONS
@@ -57,6 +58,7 @@ def choices(section: str, key: str) -> tuple[str, ...]:
         ("train", "precision"): PRECISIONS,
         ("train", "lr_schedule"): LR_SCHEDULES,
         ("model", "init"): INITIALIZATIONS,
+        ("model", "inference"): INFERENCES,
     }
     return tuple(registries[section, key])
 
@@ -85,7 +87,11 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     arch: str = "mlp"  # network family of encoder and decoder: mlp, conv
     hidden: tuple[PositiveInt, ...] | None = None  # MLP hidden sizes (None: the data set's default)
-    latent_dim: int | None = Field(None, gt=0)  # dimension of z (None: the data set's default)
+    # size of z (None: the data set's default); a list for several stochastic layers, bottom
+    # (next to x) first: [100, 50] is z1 of 100 units under z2 of 50
+    latent_dim: PositiveInt | tuple[PositiveInt, ...] | None = None
+    layer_hidden: tuple[PositiveInt, ...] = (100, 100)  # MLP hidden sizes between stochastic layers
+    inference: str = "top-down"  # posterior of several layers: top-down (Ladder VAE), bottom-up (IWAE)
     activation: str = "relu"  # relu, elu, gelu, tanh, silu
     init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot)
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
@@ -102,8 +108,23 @@ class ModelConfig(_Strict):
     flow_hidden: int = Field(64, gt=0)  # hidden width of coupling (flow prior) and MADE (iaf) nets
     vamp_init_from_data: bool = True  # vamp: start pseudo-inputs at random training examples
 
+    @field_validator("latent_dim")
+    @classmethod
+    def _one_number_is_one_layer(cls, value):
+        if isinstance(value, tuple) and len(value) == 1:
+            return value[0]
+        if isinstance(value, tuple) and len(value) == 0:
+            raise ValueError("latent_dim needs at least one layer size")
+        return value
+
+    @property
+    def latent_sizes(self) -> tuple[int, ...]:
+        """The stochastic layers' sizes, bottom first (one entry for a one-layer model)."""
+        dim = self.latent_dim
+        return tuple(dim) if isinstance(dim, tuple) else (dim,)
+
     @field_validator("arch", "activation", "init", "likelihood", "gaussian_scale", "prior",
-                     "posterior")
+                     "posterior", "inference")
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("model", info.field_name, name)
@@ -119,6 +140,11 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"prior '{self.prior}' evaluates q(z|x) at arbitrary z, which posterior "
                 f"'{self.posterior}' cannot (valid posteriors with it: {', '.join(valid)})")
+        if isinstance(self.latent_dim, tuple) and self.posterior != "gaussian":
+            raise ValueError(
+                f"posterior '{self.posterior}' has one stochastic layer; a model with several "
+                f"(--latent-dim {','.join(map(str, self.latent_dim))}) uses diagonal Gaussian "
+                "layers chosen with --inference (top-down or bottom-up)")
         return self
 
 

@@ -224,15 +224,19 @@ class LatentSummary:
 
 
 @torch.no_grad()
-def latent_summary(model, x: torch.Tensor, batch_size: int = 1000) -> LatentSummary:
+def latent_summary(model, x: torch.Tensor, batch_size: int = 1000,
+                   layer: int | None = None) -> LatentSummary:
     """E_q[z|x] for every example and KL_j = mean_x KL(q(z_j|x) || p(z_j)) for each dimension j
-    (the per-dimension KLs sum to the KL term when both distributions are diagonal)."""
+    (the per-dimension KLs sum to the KL term when both distributions are diagonal). With
+    several stochastic layers, the means of layer ``layer`` (None: the top; 1 = next to x) and
+    no per-dimension KL (the layers' KLs are in :func:`latent_diagnostics`)."""
     device = next(model.parameters()).device
+    where = model.layer_slice(layer)
     p_z = model.prior()
     means, kl_sum, factorised = [], torch.zeros(model.latent_dim, dtype=torch.float64), True
     for start in range(0, len(x), batch_size):
         q_z = model.encode(x[start : start + batch_size].to(device))
-        means.append(posterior_mean(q_z).cpu())
+        means.append(posterior_mean(q_z)[..., where].cpu())
         per_dim = kl_per_dim(q_z, p_z)  # [B, L] or None
         if per_dim is None:
             factorised = False
@@ -257,6 +261,8 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
       posterior and prior are factorised Gaussians);
     - ``posterior_mean_variance`` [L]: A_u = Var_x E_q[z_u] (unbiased variance over examples);
       ``active_units`` = #{u : A_u > threshold} (Burda et al. 2016);
+    - with several stochastic layers, ``kl_per_layer`` (:func:`kl_per_layer`, one draw per
+      example) and ``active_units_per_layer``, bottom first (the IWAE paper's "16+5");
     - ``mutual_information``: I(x; z) = E_x KL(q(z|x) || p(z)) - KL(q(z) || p(z))
       = E_x E_q(z|x)[log q(z|x) - log q(z)], with the aggregate posterior q(z) approximated by
       the mixture of all N evaluated posteriors, q(z) ~= (1/N) sum_m q(z|x_m) (x_n included),
@@ -267,8 +273,9 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
     was_training = model.training
     model.eval()
     device = model_device(model)
-    posteriors, means, kl_dims = [], [], []
+    posteriors, means, kl_dims, kl_layers = [], [], [], []
     p_z = model.prior()
+    layered = hasattr(p_z, "log_prob_layers")
     with seeded(seed, device):
         for start in range(0, len(x), batch_size):
             q_z = model.encoder(x[start : start + batch_size].to(device))
@@ -277,6 +284,8 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
             per_dim = kl_per_dim(q_z, p_z)
             if per_dim is not None:
                 kl_dims.append(per_dim.sum(0))
+            if layered:
+                kl_layers.append(kl_per_layer(q_z, p_z).sum(-1))
         mutual_information = None
         if getattr(model.encoder, "has_inverse", True):  # q(z|x_m) at other examples' z
             queries = torch.randperm(len(x))[:num_mi_queries].sort().values
@@ -292,12 +301,27 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
             mutual_information = float((log_q_own - torch.cat(log_q_mixture)).double().mean())
     model.train(was_training)
     mean_variance = torch.cat(means).double().var(0)  # [L]
-    return {
+    layers = {}
+    if layered:
+        active = (mean_variance > threshold).split(model.latent_dims)
+        layers = {"kl_per_layer": (torch.stack(kl_layers).sum(0).double() / len(x)).tolist(),
+                  "active_units_per_layer": [int(a.sum()) for a in active]}
+    return {**layers,
         "kl_per_dim": (torch.stack(kl_dims).sum(0).double() / len(x)).tolist() if kl_dims else None,
         "posterior_mean_variance": mean_variance.tolist(),
         "active_units": int((mean_variance > threshold).sum()),
         "mutual_information": mutual_information,
     }
+
+
+def kl_per_layer(q_z, p_z, num_samples: int = 1) -> torch.Tensor:
+    """The KL of each stochastic layer, ``[num_layers, B]`` bottom first, for one draw per
+    example z ~ q(z|x): KL_l = log q(z_l | parent) - log p(z_l | z_{l+1}) (the top layer's
+    against the prior p(z_L)), averaged over ``num_samples`` draws. The layers' KLs sum to the
+    Monte Carlo KL log q(z|x) - log p(z) of the same draws."""
+    z = q_z.sample((num_samples,))  # [S, B, L]
+    log_q, log_p = q_z.log_prob_layers(z), p_z.log_prob_layers(z)
+    return torch.stack([lq - lp for lq, lp in zip(log_q, log_p)]).mean(1)
 
 
 # -- everything `vaekit evaluate` reports -----------------------------------------------------

@@ -33,7 +33,26 @@ class VAE(nn.Module):
 
     @property
     def latent_dim(self) -> int:
+        """Numbers in z: the sum of the layers' sizes for a hierarchical model."""
         return self.encoder.latent_dim
+
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """The sizes of the stochastic layers, bottom (next to x) first."""
+        return tuple(getattr(self.encoder, "sizes", (self.latent_dim,)))
+
+    def layer_slice(self, layer: int | None = None) -> slice:
+        """Where the stochastic layer z_layer sits in z: layers count from 1 (next to x) to the
+        top, as in the math; None is the top (the whole z of a one-layer model)."""
+        sizes = self.latent_dims
+        layer = len(sizes) if layer is None else layer
+        if not 1 <= layer <= len(sizes):
+            from .errors import ConfigError
+
+            raise ConfigError(f"layer {layer} does not exist: the model has {len(sizes)} "
+                              f"stochastic layer{'s' if len(sizes) > 1 else ''} (1 = next to x)")
+        start = sum(sizes[: layer - 1])
+        return slice(start, start + sizes[layer - 1])
 
     def encode(self, x: torch.Tensor) -> Distribution:
         """q(z|x): batch ``[B]``, event ``[L]``."""
@@ -63,6 +82,25 @@ class VAE(nn.Module):
         return self.decoder(posterior_mean(self.encoder(x))).mean
 
     @torch.no_grad()
+    def codes(self, x: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """E_q[z_layer | x], ``[B, L_layer]``: the posterior means of one stochastic layer
+        (1 = next to x; None: the top, the whole z of a one-layer model)."""
+        return posterior_mean(self.encoder(x))[..., self.layer_slice(layer)]
+
+    @torch.no_grad()
+    def decode_codes(self, z: torch.Tensor, layer: int | None = None) -> Distribution:
+        """p(x | z_1) with z_1 the generative means E[z_1 | ... z_layer] below the code ``z`` of
+        layer ``layer`` (None: the top): how the report and the explorer picture a code of a
+        hierarchical model. A one-layer model decodes z itself."""
+        layer = len(self.latent_dims) if layer is None else layer
+        self.layer_slice(layer)  # checks the layer
+        if len(self.latent_dims) == 1:
+            return self.decoder(z)
+        z_1 = self.prior.decode_means(z, layer - 1)
+        rest = z_1.new_zeros(*z_1.shape[:-1], self.latent_dim - z_1.shape[-1])
+        return self.decoder(torch.cat([z_1, rest], -1))  # the decoder reads z_1 only
+
+    @torch.no_grad()
     def set_data_scaling(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
         """Sets the per-dimension standardization (x - loc) / scale of the encoder's input and,
         for a Gaussian likelihood, the matching affine map of the decoder's output."""
@@ -82,7 +120,10 @@ class VAE(nn.Module):
 
 
 def posterior_mean(q_z: Distribution, num_samples: int = 64) -> torch.Tensor:
-    """E_q[z]: the closed form when the distribution has one, else a Monte Carlo average."""
+    """E_q[z]: the closed form when the distribution has one, the Rao-Blackwellised layer
+    means of a hierarchical posterior, else a Monte Carlo average."""
+    if hasattr(q_z, "conditional_means"):
+        return q_z.conditional_means(num_samples)
     try:
         return q_z.mean
     except NotImplementedError:
@@ -117,26 +158,36 @@ NETWORKS = {"mlp": mlp_networks, "conv": conv_networks}
 
 
 def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
-    """Builds the VAE a resolved :class:`ModelConfig` describes, for data of ``data_shape``."""
+    """Builds the VAE a resolved :class:`ModelConfig` describes, for data of ``data_shape``:
+    one stochastic layer, or several (``latent_dim`` a list, :mod:`vaekit.hierarchy`) whose
+    bottom layer has the networks of ``cfg.arch`` towards x."""
     data_shape = tuple(data_shape)
+    sizes = cfg.latent_sizes
     posterior_cls = POSTERIORS[cfg.posterior]
     flow_options = dict(flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden)
-    enc_net, dec_net = NETWORKS[cfg.arch](cfg, data_shape,
-                                          posterior_cls.param_dim(cfg.latent_dim, **flow_options))
+    bottom = cfg.model_copy(update={"latent_dim": sizes[0]})
+    enc_net, dec_net = NETWORKS[cfg.arch](bottom, data_shape,
+                                          posterior_cls.param_dim(sizes[0], **flow_options))
     if INITIALIZATIONS[cfg.init] is not None:
         INITIALIZATIONS[cfg.init](enc_net)
         INITIALIZATIONS[cfg.init](dec_net)
     if cfg.standardize:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
-    encoder = posterior_cls(enc_net, cfg.latent_dim, **flow_options)
+    if len(sizes) > 1:
+        from .hierarchy import TakeBottomLayer, hierarchical_latents
+
+        dec_net = nn.Sequential(TakeBottomLayer(sizes[0]), dec_net)
+        encoder, prior = hierarchical_latents(cfg, enc_net, data_shape)
+    else:
+        encoder = posterior_cls(enc_net, sizes[0], **flow_options)
+        prior = PRIORS[cfg.prior](sizes[0], num_components=cfg.prior_components,
+                                  encoder=encoder, data_shape=data_shape, **flow_options)
     likelihood_cls = LIKELIHOODS[cfg.likelihood]
     if likelihood_cls is GaussianLikelihood:
         decoder = GaussianLikelihood(dec_net, data_shape, cfg.gaussian_scale,
                                      cfg.gaussian_init_scale, cfg.gaussian_min_scale)
     else:
         decoder = likelihood_cls(dec_net, data_shape)
-    prior = PRIORS[cfg.prior](cfg.latent_dim, num_components=cfg.prior_components,
-                              encoder=encoder, data_shape=data_shape, **flow_options)
     return VAE(encoder, decoder, prior, data_shape)
 
 

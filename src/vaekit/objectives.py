@@ -151,7 +151,11 @@ def detached(dist: Distribution) -> Distribution:
     the copy still depends on ``z`` but no longer on the parameters that produced ``dist``.
     Works for distributions built from tensors (Normal, Independent, MultivariateNormal,
     mixtures, TransformedDistribution with tensor-parameter transforms); raises ConfigError
-    for transforms holding learned ``nn.Module`` parameters, which a copy cannot detach."""
+    for transforms holding learned ``nn.Module`` parameters, which a copy cannot detach.
+    A distribution with its own ``detached()`` (the layers of a hierarchical posterior, whose
+    conditionals are networks of the sampled layer below) provides the copy itself."""
+    if hasattr(dist, "detached"):
+        return dist.detached()
     copy_ = copy.copy(dist)
     for name, value in vars(dist).items():
         if isinstance(value, torch.Tensor):

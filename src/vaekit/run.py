@@ -183,20 +183,22 @@ class Run:
     @torch.no_grad()
     def latent_codes(self, split: str = "test", source: str | None = None,
                      data_dir: str | None = None,
-                     *, num: int | None = None, num_samples: int = 0, batch_size: int = 1000
-                     ) -> dict:
+                     *, num: int | None = None, num_samples: int = 0, batch_size: int = 1000,
+                     layer: int | None = None) -> dict:
         """Posterior means E_q[z|x] ``[N, L]`` of a split (first ``num`` examples), with
         ``num_samples`` draws z ~ q(z|x) per example ``[N, S, L]`` when asked, and the labels
-        when the data has them: ``{"mean", "samples"?, "labels"?}`` as numpy arrays."""
+        when the data has them: ``{"mean", "samples"?, "labels"?}`` as numpy arrays. With
+        several stochastic layers, of the layer ``layer`` (1 = next to x; None: the top)."""
+        where = self.model.layer_slice(layer)
         x, labels = self.split(split, source, data_dir)
         if num:
             x, labels = x[:num], (labels[:num] if labels is not None else None)
         means, draws = [], []
         for start in range(0, len(x), batch_size):
             q_z = self.model.encode(x[start : start + batch_size])
-            means.append(posterior_mean(q_z))
+            means.append(posterior_mean(q_z)[..., where])
             if num_samples:
-                draws.append(q_z.sample((num_samples,)).transpose(0, 1))
+                draws.append(q_z.sample((num_samples,)).transpose(0, 1)[..., where])
         out = {"mean": torch.cat(means).numpy()}
         if num_samples:
             out["samples"] = torch.cat(draws).numpy()

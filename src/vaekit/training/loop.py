@@ -93,8 +93,9 @@ class Trainer:
             # constant columns keep their values: scale 1 instead of a division by zero
             self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
         self.train_x = self.data.train.to(self.device)
-        if self.config.model.vamp_init_from_data and hasattr(self.model.prior, "init_from_data"):
-            self.model.prior.init_from_data(self.train_x)  # (resume overwrites it below)
+        prior = getattr(self.model.prior, "top", self.model.prior)  # several layers: the top
+        if self.config.model.vamp_init_from_data and hasattr(prior, "init_from_data"):
+            prior.init_from_data(self.train_x)  # (resume overwrites it below)
         self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
                                      seed=tc.seed, rank=self.rank, world_size=self.world_size)
         self.optimizer = make_optimizer(self.model, tc.lr, self.device, betas=tc.adam_betas,

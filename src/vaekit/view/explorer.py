@@ -78,7 +78,7 @@ class LatentSpace:
         self.means = summary.means  # [N, L]
         kl = summary.kl_per_dim
         self.kl = kl.tolist() if kl is not None else None
-        self.order = traversal_order(self.kl, model.latent_dim)
+        self.order = traversal_order(self.kl, model.latent_dims[-1])
         self.projection = project_2d(self.means[:MAX_MAP_POINTS].numpy())
         extent = float(self.means.abs().max()) if len(self.means) else 0.0
         self.limit = max(3.0, math.ceil(extent))  # slider range [-limit, limit]
@@ -89,7 +89,7 @@ class LatentSpace:
         p = self.projection
         labels = self.test_labels[: len(p.points)].tolist() if self.test_labels is not None else None
         return {
-            "run": self.name, "latent_dim": self.model.latent_dim,
+            "run": self.name, "latent_dim": self.model.latent_dims[-1],
             "data_shape": list(self.model.data_shape), "is_image": self.is_image,
             "order": self.order, "kl_per_dim": self.kl, "limit": self.limit,
             "num_examples": len(self.test_x), "class_names": self.class_names,
@@ -99,7 +99,7 @@ class LatentSpace:
 
     def parse_z(self, body: dict) -> torch.Tensor:
         z = body.get("z") if isinstance(body, dict) else None
-        latent_dim = self.model.latent_dim
+        latent_dim = self.model.latent_dims[-1]  # the top stochastic layer
         if not isinstance(z, list) or len(z) != latent_dim or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in z):
             raise RequestError(f'expected {{"z": [{latent_dim} finite numbers]}}')
@@ -110,7 +110,7 @@ class LatentSpace:
         """E[x|z] of the posted code: ``{"image": PNG data URI}`` or ``{"values": [...]}``."""
         z = self.parse_z(body)
         with self.lock:
-            x = self.model.decode(z[None].to(self.device)).mean[0].cpu()
+            x = self.model.decode_codes(z[None].to(self.device)).mean[0].cpu()
         return self._example_payload(x)
 
     @torch.no_grad()

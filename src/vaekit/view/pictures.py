@@ -34,9 +34,11 @@ def reconstruction_grid(model: VAE, x: torch.Tensor, rows: int = 4, per_row: int
 @torch.no_grad()
 def interpolation_grid(model: VAE, x: torch.Tensor, pairs: int = 6, steps: int = 10,
                        method=slerp) -> torch.Tensor:
-    """Each row decodes ``steps`` codes between the posterior means of two test examples."""
-    z = posterior_mean(model.encode(x[: 2 * pairs]))
-    rows = [model.decode(method(z[2 * i], z[2 * i + 1], steps)).mean for i in range(len(z) // 2)]
+    """Each row decodes ``steps`` codes between the posterior means of two test examples (of
+    the top stochastic layer; the layers below at their generative means)."""
+    z = model.codes(x[: 2 * pairs])
+    rows = [model.decode_codes(method(z[2 * i], z[2 * i + 1], steps)).mean
+            for i in range(len(z) // 2)]
     return torch.cat(rows)
 
 

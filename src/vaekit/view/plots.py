@@ -153,7 +153,7 @@ def traversal_images(model, z: torch.Tensor, dims: Sequence[int], values: torch.
     """E[x|z] for ``z [L]`` with coordinate ``dims[r]`` set to ``values[c]``: one row per
     dimension, ``[len(dims) * S, *data_shape]``."""
     codes = torch.cat([traverse(z, d, values) for d in dims])  # [D * S, L]
-    return model.decode(codes).mean
+    return model.decode_codes(codes).mean  # top layer codes (the only one of most models)
 
 
 def gaussian_quantiles(num: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
@@ -167,13 +167,14 @@ def gaussian_quantiles(num: int, low: float = 0.05, high: float = 0.95) -> torch
 def manifold_images(model, num: int = 15) -> torch.Tensor:
     """E[x|z] over a ``num x num`` grid of the 2-D latent plane at Gaussian quantiles: row r
     has z2 = q[num - 1 - r] (top is high z2), column c has z1 = q[c]. ``[num^2, *data_shape]``."""
-    if model.latent_dim != 2:
-        raise ValueError(f"the manifold picture needs latent_dim 2, not {model.latent_dim}")
+    if model.latent_dims[-1] != 2:
+        raise ValueError(f"the manifold picture needs a top layer of 2 units, not "
+                         f"{model.latent_dims[-1]}")
     q = gaussian_quantiles(num)
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
     codes = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
     device = next(model.parameters()).device
-    return model.decode(codes.to(device)).mean
+    return model.decode_codes(codes.to(device)).mean
 
 
 def labelled_grid(images: torch.Tensor, nrow: int, row_labels: Sequence[str] = (),

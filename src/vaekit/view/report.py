@@ -152,6 +152,12 @@ def _cards(results: dict, history: list[dict], latent_dim: int, kl: torch.Tensor
     for key in ("elbo", "log_likelihood", "bits_per_dim", "kl", "active_units"):
         if key in results and isinstance(results[key], (int, float)):
             cards.append((_format(results[key]), f"test {METRIC_LABELS[key][0]}"))
+    if isinstance(results.get("kl_per_layer"), list):  # several stochastic layers, bottom first
+        cards.append((" + ".join(f"{v:.1f}" for v in results["kl_per_layer"]),
+                       "test KL per layer (nats, bottom first)"))
+    if isinstance(results.get("active_units_per_layer"), list):
+        cards.append(("+".join(str(n) for n in results["active_units_per_layer"]),
+                      "active units per layer"))
     cards.append((str(latent_dim), "latent dimensions"))
     if kl is not None:
         cards.append((str(int((kl > 0.01).sum())), "dimensions with KL > 0.01 nats"))
@@ -186,7 +192,7 @@ def _image_sections(model, pictures: Pictures, summary: LatentSummary) -> list[S
                                 _fig(fig, "interpolations between test examples"),
                                 "Spherical interpolation between the posterior means of pairs of "
                                 "test examples (left and right ends), decoded."))
-    latent_dim = model.latent_dim
+    latent_dim = model.latent_dims[-1]  # codes of the top stochastic layer
     order = traversal_order(summary.kl_per_dim.tolist() if summary.kl_per_dim is not None else None,
                             latent_dim)[:MAX_TRAVERSAL_DIMS]
     z0 = summary.means[0].to(device)
@@ -257,7 +263,7 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
     dc, mc = config.get("data", {}), config.get("model", {})
     title = f"vaekit run {run_dir.resolve().name}"
     subtitle = (f"{dc.get('name', '?')} {tuple(model.data_shape)} · {mc.get('arch', '?')} · latent_dim "
-                f"{model.latent_dim} · {mc.get('likelihood', '?')} likelihood · {mc.get('prior', '?')} prior")
+                f"{','.join(map(str, model.latent_dims))} · {mc.get('likelihood', '?')} likelihood · {mc.get('prior', '?')} prior")
     nav = "".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in sections)
     page = Template(resources.files("vaekit.view").joinpath("static/report.html").read_text())
     return page.substitute(
