@@ -309,3 +309,16 @@ def test_every_preset_loads_and_builds(preset):
         assert isinstance(model.encoder, BottomUpPosterior)
         assert [m.out_features for m in model.encoder.modules() if isinstance(m, nn.Linear)] \
             == [200, 200, 200, 100, 100, 100]
+
+
+def test_the_reproduction_script_names_every_row_and_refuses_bad_options(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "reproduce", Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    assert all((PRESETS / preset).is_file() for preset, _, _ in reproduce.ROWS.values())
+    out = tmp_path / "row"
+    assert reproduce.main(["vae-2layer", "--batch-size", "0", "--out", str(out)]) == 2
+    assert not out.exists()
