@@ -239,6 +239,8 @@ def test_every_prior_trains_a_step_and_evaluates_a_finite_log_px(prior, latent, 
         optimizer.step()
     log_px = log_likelihood(model, x, 20)
     assert torch.isfinite(log_px).all() and (log_px < 0).all()
+    samples = model.sample(5)  # ancestral sampling from the prior (mixtures have no rsample)
+    assert samples.shape == (5, 1, 4, 4) and torch.isfinite(samples).all()
     assert evaluate_elbo(model, x)["elbo"] <= float(log_px.mean()) + 1.0
 
 

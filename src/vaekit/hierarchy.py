@@ -79,21 +79,23 @@ class LayeredLatent(Distribution):
         """The layers of ``z [..., sum L_l]``, bottom first."""
         return list(z.split(self.sizes, dim=-1))
 
-    def _chain(self, sample_shape, reparameterized: bool):
+    def _ancestral(self, sample_shape, draw) -> torch.Tensor:
         layers: list[torch.Tensor | None] = [None] * len(self.sizes)
-        draw = (lambda d, shape=torch.Size(): d.rsample(shape)) if reparameterized else \
-            (lambda d, shape=torch.Size(): d.sample(shape))
         layers[self.order[0]] = previous = draw(self.first, sample_shape)
         for index, conditional in zip(self.order[1:], self.conditionals):
-            layers[index] = previous = draw(conditional(previous))
-        return layers
+            layers[index] = previous = draw(conditional(previous), torch.Size())
+        return torch.cat(layers, -1)
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        return torch.cat(self._chain(torch.Size(sample_shape), True), -1)
+        """Ancestral sampling along the chain, each layer reparameterized given its parent
+        (so gradients reach every layer's parameters through the draws)."""
+        return self._ancestral(sample_shape, lambda d, shape: d.rsample(shape))
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Ancestral sampling without gradients (also for a first layer that has no
+        ``rsample``, such as a VampPrior or mixture at the top)."""
         with torch.no_grad():
-            return torch.cat(self._chain(torch.Size(sample_shape), False), -1)
+            return self._ancestral(sample_shape, lambda d, shape: d.sample(shape))
 
     def log_prob_layers(self, z: torch.Tensor) -> list[torch.Tensor]:
         """log p(z_l | parent) for each layer l at ``z [..., sum L_l]``, bottom first."""
