@@ -324,3 +324,16 @@ def test_the_reproduction_script_names_every_row_and_refuses_bad_options(tmp_pat
     out = tmp_path / "row"
     assert reproduce.main(["vae-2layer", "--batch-size", "0", "--out", str(out)]) == 2
     assert not out.exists()
+
+
+@pytest.mark.parametrize("inference", ["top-down", "bottom-up"])
+def test_a_convolutional_bottom_layer_trains_under_two_stochastic_layers(inference):
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="conv", latent_dim=(6, 3), inference=inference, conv_channels=4,
+                      conv_hidden=16, likelihood="bernoulli", standardize=False)
+    model = build_model(cfg, (1, 12, 12))
+    x = torch.rand(4, 1, 12, 12).round()
+    loss, _ = training_loss(model, x, objective="iwae-dreg", num_samples=2)
+    loss.backward()
+    assert model.encoder.bottom_net.__class__.__name__ == "ConvEncoderNet"
+    assert torch.isfinite(log_likelihood(model, x, 10)).all()
