@@ -306,18 +306,19 @@ def latent_diagnostics(model, x: torch.Tensor, *, batch_size: int = 1000, seed: 
         active = (mean_variance > threshold).split(model.latent_dims)
         layers = {"kl_per_layer": (torch.stack(kl_layers).sum(0).double() / len(x)).tolist(),
                   "active_units_per_layer": [int(a.sum()) for a in active]}
-    return {**layers,
+    return {
         "kl_per_dim": (torch.stack(kl_dims).sum(0).double() / len(x)).tolist() if kl_dims else None,
         "posterior_mean_variance": mean_variance.tolist(),
         "active_units": int((mean_variance > threshold).sum()),
         "mutual_information": mutual_information,
+        **layers,
     }
 
 
 def kl_per_layer(q_z, p_z, num_samples: int = 1) -> torch.Tensor:
-    """The KL of each stochastic layer, ``[num_layers, B]`` bottom first, for one draw per
-    example z ~ q(z|x): KL_l = log q(z_l | parent) - log p(z_l | z_{l+1}) (the top layer's
-    against the prior p(z_L)), averaged over ``num_samples`` draws. The layers' KLs sum to the
+    """The KL of each stochastic layer, ``[num_layers, B]`` bottom first, as the Monte Carlo
+    average over ``num_samples`` draws z ~ q(z|x) of KL_l = log q(z_l | parent) -
+    log p(z_l | z_{l+1}) (the top layer's against the prior p(z_L)). The layers' KLs sum to the
     Monte Carlo KL log q(z|x) - log p(z) of the same draws."""
     z = q_z.sample((num_samples,))  # [S, B, L]
     log_q, log_p = q_z.log_prob_layers(z), p_z.log_prob_layers(z)
