@@ -91,7 +91,7 @@ class ModelConfig(_Strict):
     # (next to x) first: [100, 50] is z1 of 100 units under z2 of 50
     latent_dim: PositiveInt | tuple[PositiveInt, ...] | None = None
     layer_hidden: tuple[PositiveInt, ...] = (100, 100)  # MLP hidden sizes between stochastic layers
-    inference: str = "top-down"  # posterior of several layers: top-down (Ladder VAE), bottom-up (IWAE)
+    inference: str = "bottom-up"  # posterior of several layers: bottom-up (IWAE paper), top-down (Ladder VAE)
     activation: str = "relu"  # relu, elu, gelu, tanh, silu
     init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot)
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
