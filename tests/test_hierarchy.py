@@ -283,6 +283,9 @@ def test_the_command_line_trains_evaluates_and_encodes_a_two_layer_model(tmp_pat
     evaluation = json.loads(result.stdout)
     assert len(evaluation["kl_per_layer"]) == 2 and len(evaluation["active_units_per_layer"]) == 2
     assert math.isfinite(evaluation["log_likelihood"])
+    assert run_cli("report", str(out)).returncode == 0  # the report shows the layers' numbers
+    page = (out / "report.html").read_text()
+    assert "test KL per layer" in page and "active units per layer" in page and "6+3" in page
     assert run_cli("encode", str(out), "--layer", "1", "--out", str(tmp_path / "z1.npy")
                    ).returncode == 0
     bad = run_cli("encode", str(out), "--layer", "3", "--out", str(tmp_path / "z3.npy"))

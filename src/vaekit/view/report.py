@@ -147,7 +147,8 @@ def _metrics_section(results: dict, history: list[dict]) -> Section:
                    "evaluated with them.")
 
 
-def _cards(results: dict, history: list[dict], latent_dim: int, kl: torch.Tensor | None) -> str:
+def _cards(results: dict, history: list[dict], latent_dims: tuple[int, ...],
+           kl: torch.Tensor | None) -> str:
     cards = []
     for key in ("elbo", "log_likelihood", "bits_per_dim", "kl", "active_units"):
         if key in results and isinstance(results[key], (int, float)):
@@ -158,7 +159,8 @@ def _cards(results: dict, history: list[dict], latent_dim: int, kl: torch.Tensor
     if isinstance(results.get("active_units_per_layer"), list):
         cards.append(("+".join(str(n) for n in results["active_units_per_layer"]),
                       "active units per layer"))
-    cards.append((str(latent_dim), "latent dimensions"))
+    cards.append(("+".join(map(str, latent_dims)),
+                  "latent dimensions" + (" (bottom first)" if len(latent_dims) > 1 else "")))
     if kl is not None:
         cards.append((str(int((kl > 0.01).sum())), "dimensions with KL > 0.01 nats"))
     if history:
@@ -268,7 +270,7 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
     page = Template(resources.files("vaekit.view").joinpath("static/report.html").read_text())
     return page.substitute(
         title=html.escape(title), subtitle=html.escape(subtitle), nav=nav,
-        cards=_cards(results, history, model.latent_dim, kl),
+        cards=_cards(results, history, model.latent_dims, kl),
         sections="\n".join(s.html() for s in sections),
         footer=html.escape(f"written {datetime.now():%Y-%m-%d %H:%M} by vaekit from {run_dir}"),
     )
