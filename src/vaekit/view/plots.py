@@ -168,7 +168,7 @@ def manifold_images(model, num: int = 15) -> torch.Tensor:
     """E[x|z] over a ``num x num`` grid of the 2-D latent plane at Gaussian quantiles: row r
     has z2 = q[num - 1 - r] (top is high z2), column c has z1 = q[c]. ``[num^2, *data_shape]``."""
     if model.latent_dims[-1] != 2:
-        raise ValueError(f"the manifold picture needs a top layer of 2 units, not "
+        raise ValueError(f"the manifold picture needs latent_dim 2 (of the top layer), not "
                          f"{model.latent_dims[-1]}")
     q = gaussian_quantiles(num)
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
