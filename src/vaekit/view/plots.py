@@ -153,7 +153,7 @@ def traversal_images(model, z: torch.Tensor, dims: Sequence[int], values: torch.
     """E[x|z] for ``z [L]`` with coordinate ``dims[r]`` set to ``values[c]``: one row per
     dimension, ``[len(dims) * S, *data_shape]``."""
     codes = torch.cat([traverse(z, d, values) for d in dims])  # [D * S, L]
-    return model.decode(codes).mean
+    return model.to_unit(model.decode(codes).mean)
 
 
 def gaussian_quantiles(num: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
@@ -173,7 +173,7 @@ def manifold_images(model, num: int = 15) -> torch.Tensor:
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
     codes = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
     device = next(model.parameters()).device
-    return model.decode(codes.to(device)).mean
+    return model.to_unit(model.decode(codes.to(device)).mean)
 
 
 def labelled_grid(images: torch.Tensor, nrow: int, row_labels: Sequence[str] = (),
