@@ -163,9 +163,13 @@ class GaussianLikelihood(nn.Module):
 # -- discrete likelihoods of quantized data ----------------------------------------------------
 
 # Floor of the logistic's log-scale in the units where the data span [-1, 1] (PixelCNN++ uses
-# -7: a scale of 9e-4, a quarter of an 8-bit bin's half-width). The floor is smooth:
-# log_scale = floor + softplus(raw - floor), the identity well above it.
+# -7: a scale of 9e-4, a quarter of an 8-bit bin's half-width), and a ceiling (a scale of 1100,
+# far wider than the data's range) so that extreme network outputs give a finite scale in
+# float32. Both are smooth, log_scale = floor + softplus(ceiling - softplus(ceiling - raw) -
+# floor): never below the floor, the ceiling to within 1e-6, about the identity between them,
+# and gradients everywhere.
 LOG_SCALE_FLOOR = -7.0
+LOG_SCALE_CEILING = 7.0
 
 
 def log1mexp(d: torch.Tensor) -> torch.Tensor:
@@ -228,23 +232,25 @@ class DiscretizedLogistic(Distribution):
             self._validate_sample(value)
         h = self.half_width
         k = value.to(self.loc.dtype)
-        centre = 2 * h * k - 1
         inv_scale = self.scale.reciprocal()
-        a = (centre + h - self.loc) * inv_scale
-        b = (centre - h - self.loc) * inv_scale
-        width = 2 * h * inv_scale  # a - b, without the rounding of a subtraction
-        interior = F.logsigmoid(a) + F.logsigmoid(-b) + log1mexp(width)
-        u = (centre - self.loc) * inv_scale
-        mid_bin = math.log(2 * h) - u - 2 * F.softplus(-u) - torch.log(self.scale)
-        interior = torch.where(width > 0, interior, mid_bin)
+        # the edges as one expression of the level, so bin k's upper edge is bin k+1's lower
+        # edge to the last bit and the masses of neighbouring bins add up exactly
+        a = ((2 * k + 1) * h - 1 - self.loc) * inv_scale
+        b = ((2 * k - 1) * h - 1 - self.loc) * inv_scale
+        width = a - b  # 2h / scale
+        log_cdf_a, log_sf_b = F.logsigmoid(a), F.logsigmoid(-b)  # log P(y < a), log P(y > b)
+        interior = log_cdf_a + log_sf_b + log1mexp(width)
+        if not bool((width > 0).all()):  # only where 2h / scale underflows: the mid-bin value
+            u = ((2 * k * h - 1) - self.loc) * inv_scale
+            mid_bin = math.log(2 * h) - u - 2 * F.softplus(-u) - torch.log(self.scale)
+            interior = torch.where(width > 0, interior, mid_bin)
         last = self.num_bins - 1
-        return torch.where(k <= 0, F.logsigmoid(a),
-                           torch.where(k >= last, F.logsigmoid(-b), interior))
+        return torch.where(k <= 0, log_cdf_a, torch.where(k >= last, log_sf_b, interior))
 
     def cdf_above(self, k: int) -> torch.Tensor:
         """P(x >= k) = 1 - sigmoid(b_k) = sigmoid(-b_k)."""
         h = self.half_width
-        return torch.sigmoid((self.loc - (2 * h * k - 1 - h)) / self.scale)
+        return torch.sigmoid((self.loc - ((2 * k - 1) * h - 1)) / self.scale)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -289,8 +295,11 @@ class LevelCategorical(Categorical):
         return super().log_prob(value.long())
 
 
-def _smooth_floor(raw: torch.Tensor, floor: float) -> torch.Tensor:
-    return floor + F.softplus(raw - floor)
+def bounded_log_scale(raw: torch.Tensor) -> torch.Tensor:
+    """The network's raw output as a log-scale between :data:`LOG_SCALE_FLOOR` and
+    :data:`LOG_SCALE_CEILING` (smoothly; about ``raw`` in between)."""
+    below_ceiling = LOG_SCALE_CEILING - F.softplus(LOG_SCALE_CEILING - raw)
+    return LOG_SCALE_FLOOR + F.softplus(below_ceiling - LOG_SCALE_FLOOR)
 
 
 class _DiscreteLikelihood(nn.Module):
@@ -319,7 +328,7 @@ class _DiscreteLikelihood(nn.Module):
         batch = out.shape[: out.dim() - len(self.data_shape)]
         p = self.params_per_dim(self.num_bins, self.num_components)
         out = out.reshape(*batch, p, *self.data_shape)
-        return out.movedim(len(batch), -1)
+        return out.movedim(len(batch), -1).contiguous()
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """Levels as grey values in [0, 1]: k / (n - 1) (for pictures)."""
@@ -338,7 +347,7 @@ class _DiscreteLikelihood(nn.Module):
 class DiscretizedLogisticLikelihood(_DiscreteLikelihood):
     """p(x|z) = prod_d DiscretizedLogistic(x_d; mu_d(z), s_d(z)) over n levels, with a location
     and a log-scale per dimension from the network, the log-scale above a smooth floor
-    (:data:`LOG_SCALE_FLOOR`), as in Kingma et al. 2016 (IAF) and Salimans et al. 2017."""
+    (:data:`LOG_SCALE_FLOOR`; :func:`bounded_log_scale`), as in Kingma et al. 2016 (IAF) and Salimans et al. 2017."""
 
     @classmethod
     def params_per_dim(cls, num_bins: int, num_components: int) -> int:
@@ -346,7 +355,7 @@ class DiscretizedLogisticLikelihood(_DiscreteLikelihood):
 
     def forward(self, z: torch.Tensor) -> Distribution:
         params = self.params(z)
-        loc, log_scale = params[..., 0], _smooth_floor(params[..., 1], LOG_SCALE_FLOOR)
+        loc, log_scale = params[..., 0], bounded_log_scale(params[..., 1])
         per_dim = DiscretizedLogistic(loc, log_scale.exp(), self.num_bins, validate_args=False)
         return Independent(per_dim, len(self.data_shape), validate_args=False)
 
@@ -362,9 +371,12 @@ class DiscretizedLogisticMixtureLikelihood(_DiscreteLikelihood):
         return 3 * num_components
 
     def forward(self, z: torch.Tensor) -> Distribution:
-        params = self.params(z).unflatten(-1, (3, self.num_components))  # [..., *data, 3, J]
-        logits, loc = params[..., 0, :], params[..., 1, :]
-        scale = _smooth_floor(params[..., 2, :], LOG_SCALE_FLOOR).exp()
+        out = self.net(z)  # [..., 3 * J * C, H, W]: blocks of logits, locations, log-scales
+        batch = out.shape[: out.dim() - len(self.data_shape)]
+        out = out.reshape(*batch, 3, self.num_components, *self.data_shape)
+        logits, loc, raw_scale = (out.select(len(batch), i).movedim(len(batch), -1).contiguous()
+                                  for i in range(3))  # each [..., *data, J]
+        scale = bounded_log_scale(raw_scale).exp()
         mixture = MixtureSameFamily(
             Categorical(logits=logits, validate_args=False),
             DiscretizedLogistic(loc, scale, self.num_bins, validate_args=False),
