@@ -52,8 +52,11 @@ def test_resolve_fills_auto_fields_from_the_data():
     assert (real.model.likelihood, real.data.binarize) == ("gaussian", "none")
     binary = resolve(RunConfig(), defaults=dataset_defaults("binarized-mnist"), value_kind="binary")
     assert binary.data.binarize == "none"
-    digits = resolve(RunConfig(), defaults=dataset_defaults("digits"), value_kind="unit")
-    assert (digits.model.likelihood, digits.data.binarize) == ("gaussian", "none")
+    # the embedded default: a discrete likelihood over digits' 17 grey levels (was gaussian)
+    digits = resolve(RunConfig(), defaults=dataset_defaults("digits"), value_kind="unit",
+                     levels=17)
+    assert (digits.model.likelihood, digits.data.binarize) == ("discretized-logistic", "none")
+    assert digits.model.levels == 17
     mnist_levels = resolve(merge(RunConfig(), {"model": {"likelihood": "categorical"}}),
                            defaults=dataset_defaults("mnist"), value_kind="unit", levels=256)
     assert (mnist_levels.model.levels, mnist_levels.data.binarize) == (256, "none")
