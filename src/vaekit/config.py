@@ -136,7 +136,6 @@ class ModelConfig(_Strict):
                 f"'{self.posterior}' cannot (valid posteriors with it: {', '.join(valid)})")
         return self
 
-
     @model_validator(mode="after")
     def _levels_for_discrete_likelihoods(self) -> "ModelConfig":
         from .likelihoods import needs_levels
@@ -224,9 +223,8 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _compatible_sections(self) -> "RunConfig":
-        from .posteriors import POSTERIORS
-
         from .likelihoods import needs_levels
+        from .posteriors import POSTERIORS
 
         likelihood, data = self.model.likelihood, self.data
         if needs_levels(likelihood) and data.binarize not in ("auto", "none"):

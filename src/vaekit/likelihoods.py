@@ -322,9 +322,15 @@ class _DiscreteLikelihood(nn.Module):
     def params_per_dim(cls, num_bins: int, num_components: int) -> int:
         raise NotImplementedError
 
+    def net_output(self, z: torch.Tensor) -> torch.Tensor:
+        """The network's output, in float32 at least: under 16-bit autocast a location would be
+        rounded to about 1/128 of the range, half an 8-bit bin."""
+        out = self.net(z)
+        return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+
     def params(self, z: torch.Tensor) -> torch.Tensor:
         """The network's output as ``[..., *data_shape, P]``."""
-        out = self.net(z)
+        out = self.net_output(z)
         batch = out.shape[: out.dim() - len(self.data_shape)]
         p = self.params_per_dim(self.num_bins, self.num_components)
         out = out.reshape(*batch, p, *self.data_shape)
@@ -371,7 +377,7 @@ class DiscretizedLogisticMixtureLikelihood(_DiscreteLikelihood):
         return 3 * num_components
 
     def forward(self, z: torch.Tensor) -> Distribution:
-        out = self.net(z)  # [..., 3 * J * C, H, W]: blocks of logits, locations, log-scales
+        out = self.net_output(z)  # [..., 3 * J * C, H, W]: logits, locations, log-scales
         batch = out.shape[: out.dim() - len(self.data_shape)]
         out = out.reshape(*batch, 3, self.num_components, *self.data_shape)
         logits, loc, raw_scale = (out.select(len(batch), i).movedim(len(batch), -1).contiguous()
@@ -406,7 +412,8 @@ class CategoricalLikelihood(_DiscreteLikelihood):
         return CATEGORICAL_FEATURES
 
     def forward(self, z: torch.Tensor) -> Distribution:
-        logits = self.head(self.params(z)) + self.logit_bias
+        with torch.autocast(z.device.type, enabled=False):  # the logits in float32
+            logits = self.head(self.params(z)) + self.logit_bias
         per_dim = LevelCategorical(logits=logits, validate_args=False)
         return Independent(per_dim, len(self.data_shape), validate_args=False)
 
