@@ -192,9 +192,10 @@ class DiscretizedLogistic(Distribution):
         a_k = (c_k + h - loc) / scale,  b_k = (c_k - h - loc) / scale.
 
     Computed in log space without cancellation: sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b)
-    (1 - e^-(a - b)), so log P(k) = logsigmoid(a) + logsigmoid(-b) + log1mexp(2h / scale), exact
-    for any loc (inside or far outside [-1, 1]) and any scale; only where 2h / scale underflows
-    to 0 (a scale beyond ~1e38 h) the mid-bin value log(2h) + log density(c_k) is used.
+    (1 - e^-(a - b)), so log P(k) = logsigmoid(a) + logsigmoid(-b) + log1mexp(a - b), exact for
+    any loc (inside or far outside [-1, 1]) and any scale; only where a - b = 2h / scale is 0 in
+    floating point (a scale beyond ~1e38 h, or a and b rounding to one number) the mid-bin value
+    log(2h) + log density(c_k) is used.
 
     ``loc``, ``scale``: any broadcastable shapes (the batch shape); ``num_bins`` = n >= 2.
     Values are integer levels (any dtype); ``sample`` returns them as floats."""
@@ -237,7 +238,7 @@ class DiscretizedLogistic(Distribution):
         # edge to the last bit and the masses of neighbouring bins add up exactly
         a = ((2 * k + 1) * h - 1 - self.loc) * inv_scale
         b = ((2 * k - 1) * h - 1 - self.loc) * inv_scale
-        width = a - b  # 2h / scale
+        width = a - b  # 2h / scale, as the rounded a and b see it
         log_cdf_a, log_sf_b = F.logsigmoid(a), F.logsigmoid(-b)  # log P(y < a), log P(y > b)
         interior = log_cdf_a + log_sf_b + log1mexp(width)
         if not bool((width > 0).all()):  # only where 2h / scale underflows: the mid-bin value
