@@ -66,7 +66,8 @@ def test_resolve_fills_auto_fields_from_the_data():
     assert five_bits.model.levels == 32
     assert resolve(RunConfig(), defaults=dataset_defaults("mnist"), value_kind="unit",
                    levels=256).model.levels is None  # Bernoulli: no levels
-    explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), defaults=dataset_defaults("digits"), value_kind="unit")
+    explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), defaults=dataset_defaults("digits"), value_kind="unit",
+                       levels=17)  # digits' 17 grey levels, which its discrete default needs
     assert explicit.train.epochs == 2
     assert json.loads(explicit.model_dump_json())["model"]["latent_dim"] == 8
 
