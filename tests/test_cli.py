@@ -24,7 +24,18 @@ def run_cli(*args, cwd=None):
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
+    """Two epochs on digits with the Gaussian likelihood (the default before discrete
+    likelihoods): its 4 latent dimensions are in use after two epochs, which the diagnostics
+    tests need (the discretized logistic's posterior starts collapsed and opens up later)."""
     out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *FAST, "--likelihood", "gaussian", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """Two epochs on digits with every model default (the discretized logistic)."""
+    out = tmp_path_factory.mktemp("cli") / "default"
     assert main(["train", *FAST, "--out", str(out)]) == 0
     return out
 
@@ -78,8 +89,9 @@ def test_evaluate_log_likelihood_and_diagnostics(digits_run):
     # IWAE_50 >= ELBO on average; 60 examples of an 8x8 model: a margin far above the noise
     assert result["log_likelihood"] > result["elbo"]
     assert result["log_likelihood_stderr"] > 0
-    # bits/dim of 8x8 images from the same number: -log p(x) / (64 ln 2)
-    assert result["bits_per_dim"] == pytest.approx(-result["log_likelihood"] / (64 * math.log(2)))
+    # a Gaussian density of grey values: no bits/dim (the bits/dim formula is checked on the
+    # default run's discrete likelihood below)
+    assert "bits_per_dim" not in result and "continuous" in result["bits_per_dim_absent"]
     assert 1 <= result["ess_mean"] <= 50
     assert len(result["kl_per_dim"]) == 4  # --latent-dim 4
     assert sum(result["kl_per_dim"]) == pytest.approx(result["kl"], rel=1e-4)  # both analytic
@@ -90,6 +102,53 @@ def test_evaluate_log_likelihood_and_diagnostics(digits_run):
     assert main(["report", str(digits_run)]) == 0
     page = (digits_run / "report.html").read_text()
     assert f'log-likelihood</td><td class="num">{result["log_likelihood"]:.2f}<' in page
+
+
+def test_the_default_digits_run_reports_log_probabilities_and_bits_per_dim_of_its_17_levels(
+        default_run):
+    """The embedded default's likelihood is discrete over digits' 17 grey levels: log p(x) is a
+    log-probability (negative nats) and bits/dim is of the data (positive, below log2 17)."""
+    digits_run = default_run
+    config = json.loads((digits_run / "config.json").read_text())
+    assert config["model"]["levels"] == 17 and config["data"]["binarize"] == "none"
+    proc = run_cli("evaluate", digits_run, "--num-samples", "20", "--num-examples", "40",
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "log p(x) -" in proc.stdout and "nats/example (log-probability" in proc.stdout
+    assert "bits per dimension of the 17-level data" in proc.stdout
+    result = json.loads(run_cli("evaluate", digits_run, "--json", "--num-samples", "20",
+                                "--num-examples", "40").stdout)
+    assert result["log_likelihood"] < 0
+    assert 0 < result["bits_per_dim"] < math.log2(17)
+    # bits/dim of 8x8 images from the same number: -log p(x) / (64 ln 2)
+    assert result["bits_per_dim"] == pytest.approx(-result["log_likelihood"] / (64 * math.log(2)))
+    # the sampled images are on the grid of levels, as arrays in the data's units
+    out = digits_run.parent / "draws.npy"
+    assert main(["sample", str(digits_run), "--num", "6", "--draw", "--out", str(out)]) == 0
+    draws = np.load(out)
+    assert ((draws == np.round(draws)) & (draws >= 0) & (draws <= 16)).all()
+
+
+def test_a_continuous_likelihood_says_why_it_has_no_bits_per_dim(digits_run):
+    proc = run_cli("evaluate", digits_run, "--num-samples", "5", "--num-examples", "30",
+                   "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "nats/example (log-density" in proc.stdout
+    assert "bits/dim: not reported, because the likelihood is a density" in proc.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bits", "5"], "--bits 5 asks for 32 levels but 'digits' has only 17"),
+    (["--data", "binarized-mnist", "--likelihood", "categorical"], "is binary"),
+])
+def test_discrete_likelihoods_refuse_data_they_cannot_model(args, needle, shared_data, tmp_path):
+    if "binarized-mnist" in args:
+        args = [*args, "--data-dir", shared_data / "binarized-mnist"]
+    proc = run_cli("train", *args, "--out", tmp_path / "x")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_evaluate_on_other_data_leaves_the_run_alone(digits_run, tmp_path):

@@ -52,9 +52,22 @@ def test_resolve_fills_auto_fields_from_the_data():
     assert (real.model.likelihood, real.data.binarize) == ("gaussian", "none")
     binary = resolve(RunConfig(), defaults=dataset_defaults("binarized-mnist"), value_kind="binary")
     assert binary.data.binarize == "none"
-    digits = resolve(RunConfig(), defaults=dataset_defaults("digits"), value_kind="unit")
-    assert (digits.model.likelihood, digits.data.binarize) == ("gaussian", "none")
-    explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), defaults=dataset_defaults("digits"), value_kind="unit")
+    # the embedded default: a discrete likelihood over digits' 17 grey levels (was gaussian)
+    digits = resolve(RunConfig(), defaults=dataset_defaults("digits"), value_kind="unit",
+                     levels=17)
+    assert (digits.model.likelihood, digits.data.binarize) == ("discretized-logistic", "none")
+    assert digits.model.levels == 17
+    mnist_levels = resolve(merge(RunConfig(), {"model": {"likelihood": "categorical"}}),
+                           defaults=dataset_defaults("mnist"), value_kind="unit", levels=256)
+    assert (mnist_levels.model.levels, mnist_levels.data.binarize) == (256, "none")
+    five_bits = resolve(merge(RunConfig(), {"model": {"likelihood": "categorical"},
+                                            "data": {"bits": 5}}),
+                        defaults=dataset_defaults("mnist"), value_kind="unit", levels=256)
+    assert five_bits.model.levels == 32
+    assert resolve(RunConfig(), defaults=dataset_defaults("mnist"), value_kind="unit",
+                   levels=256).model.levels is None  # Bernoulli: no levels
+    explicit = resolve(merge(RunConfig(), {"train": {"epochs": 2}}), defaults=dataset_defaults("digits"), value_kind="unit",
+                       levels=17)  # digits' 17 grey levels, which its discrete default needs
     assert explicit.train.epochs == 2
     assert json.loads(explicit.model_dump_json())["model"]["latent_dim"] == 8
 
@@ -169,6 +182,15 @@ def test_values_found_by_fuzzing_are_rejected(values, needle):
     (["--prior", "vamp", "--posterior", "planar"], "evaluates q(z|x) at arbitrary z"),
     (["--precision", "fp8"], "unknown precision 'fp8' (valid: fp32, bf16, fp16)"),
     (["--arch", "transformer"], "unknown arch 'transformer' (valid: mlp, conv)"),
+    (["--bits", "9"], "bits must be between 1 and 8"),
+    (["--bits", "0"], "bits must be between 1 and 8"),
+    (["--likelihood", "gaussian", "--bits", "4"], "likelihood 'gaussian' does not model levels"),
+    (["--likelihood", "bernoulli", "--bits", "1"], "likelihood 'bernoulli' does not model levels"),
+    (["--likelihood", "categorical", "--binarize", "dynamic"], "cannot be binarized"),
+    (["--likelihood", "discretized-logistic", "--binarize", "static"], "cannot be binarized"),
+    (["--likelihood", "discretized-logistic-mixture", "--standardize"], "not standardized"),
+    (["--likelihood", "discretized-logistic-mixture", "--likelihood-components", "0"],
+     "model.likelihood_components"),
 ])
 def test_invalid_combinations_exit_2_with_one_line_before_anything_is_written(
         args, needle, tmp_path, capsys, monkeypatch):
@@ -185,6 +207,26 @@ def test_invalid_combinations_exit_2_with_one_line_before_anything_is_written(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("vaekit: error: ") and needle in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("overrides,kwargs,needle", [
+    ({"data": {"bits": 5}}, dict(levels=17, name="'digits'"), "--bits 5 asks for 32 levels"),
+    ({}, dict(value_kind="binary", levels=2), "is binary; use --likelihood bernoulli"),
+    ({}, dict(value_kind="real", levels=None), "has real values"),
+    ({}, dict(levels=None), "pass --bits N"),
+])
+def test_discrete_likelihoods_need_grey_levels_they_can_count(overrides, kwargs, needle):
+    config = merge(RunConfig(), {**overrides, "model": {"likelihood": "discretized-logistic"}})
+    with pytest.raises(ConfigError, match=needle):
+        resolve(config, defaults=dataset_defaults("mnist"), **{"value_kind": "unit", **kwargs})
+
+
+def test_a_config_without_the_new_fields_reads_as_before():
+    """Configs written before discrete likelihoods (no bits, levels, likelihood_components)
+    keep their meaning: no quantization, no levels."""
+    old = config_from_dict({"model": {"likelihood": "gaussian", "hidden": [64], "latent_dim": 4},
+                            "data": {"binarize": "none"}})
+    assert old.data.bits is None and old.model.levels is None
 
 
 def test_valid_values_come_from_the_registries():

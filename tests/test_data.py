@@ -571,3 +571,41 @@ def test_random_idx_headers_never_crash(dims, extra, magic_type):
     except DataError:
         return
     assert array.shape == tuple(dims) and magic_type == 0x08 and extra == 0
+
+
+# -- quantized grey levels for discrete likelihoods --------------------------------------------
+
+def test_quantize_keeps_the_levels_of_the_data_and_takes_the_top_bits():
+    from vaekit.data import quantize
+
+    levels = torch.arange(256, dtype=torch.float64)
+    x = (levels / 255).float()  # 8-bit grey values as a loader gives them
+    assert quantize(x, 256, 256).dtype == torch.uint8
+    assert torch.equal(quantize(x, 256, 256), levels.to(torch.uint8))
+    for bits in range(1, 9):
+        assert torch.equal(quantize(x, 2**bits, 256), (levels.long() >> (8 - bits)).to(torch.uint8))
+    digits = torch.arange(17, dtype=torch.float32) / 16
+    assert torch.equal(quantize(digits, 17, 17), torch.arange(17, dtype=torch.uint8))
+    # levels not known: floor(x n), the top value in the top bin
+    assert quantize(torch.tensor([0.0, 0.249, 0.25, 0.999, 1.0]), 4).tolist() == [0, 0, 1, 3, 3]
+    with pytest.raises(DataError, match="256"):
+        quantize(x, 512, 256)
+
+
+def test_a_discrete_likelihood_sees_uint8_levels_in_every_split():
+    from vaekit.data import load_dataset, prepare_data
+
+    dataset = load_dataset("digits")
+    assert dataset.levels == 17
+    prepared = prepare_data(dataset, "none", 0, lambda x: None, levels=17)
+    for split in (prepared.train, prepared.val, prepared.test):
+        assert split.dtype == torch.uint8 and int(split.max()) == 16
+    torch.testing.assert_close(prepared.test.float() / 16, dataset.test)
+    assert not prepared.dynamic_binarize
+
+
+def test_mnist_and_fashion_mnist_know_their_256_levels(shared_data):
+    from vaekit.data import load_dataset
+
+    for name in ("mnist", "fashion-mnist"):
+        assert load_dataset(name, shared_data / name).levels == 256

@@ -73,7 +73,11 @@ def test_the_registry_names_every_schedule():
 
 
 def test_adam_options_and_xavier_initialisation(tmp_path):
-    cfg = merge(tiny(1, adam_betas=(0.8, 0.99), adam_eps=1e-4), {"model": {"init": "xavier"}})
+    # the Gaussian likelihood (the digits default before discrete likelihoods): the encoder net
+    # is then the MLP itself, whose layers the test reads (a discrete likelihood puts the
+    # parameter-free k / (n - 1) scaling in front of it)
+    cfg = merge(tiny(1, adam_betas=(0.8, 0.99), adam_eps=1e-4),
+                {"model": {"init": "xavier", "likelihood": "gaussian"}})
     trainer = Trainer(cfg, tmp_path / "r", **QUIET)
     group = trainer.optimizer.param_groups[0]
     assert group["betas"] == (0.8, 0.99) and group["eps"] == 1e-4

@@ -161,6 +161,8 @@ def cmd_sample(args) -> int:
     model = load(args.run_dir).model
     x = model.sample(args.num, use_mean=not args.draw,
                      generator=torch.Generator().manual_seed(args.seed))
+    if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]; an array: data units
+        x = model.to_unit(x)
     _save_array_or_grid(x, args.out, nrow=min(args.num, 8) if args.num <= 64 else None)
     return 0
 
@@ -211,6 +213,14 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
+def run_levels(run_dir) -> str:
+    """The number of levels a run's likelihood gives probabilities of, for messages."""
+    from .run import load
+
+    levels = load(run_dir).config.model.levels
+    return str(levels) if levels is not None else "2"
+
+
 def cmd_evaluate(args) -> int:
     from .distributed import is_main_process
     from .run import EVALUATION, evaluate
@@ -225,13 +235,19 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result))
         return 0
     print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
-          f"{result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
+          f"{result['reconstruction']:.2f} nats/example  KL {result['kl']:.2f} nats/example  "
           f"({result['num_examples']} examples)")
     if "log_likelihood" in result:
-        bits = f"  ({result['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in result else ""
+        kind = "log-probability" if "bits_per_dim" in result else "log-density"
         print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
-              f"nats/example (K={result['num_samples']}, mean ESS {result['ess_mean']:.1f})"
-              f"{bits}  in {result['log_likelihood_seconds']:.1f}s")
+              f"nats/example ({kind}, importance-sampled, K={result['num_samples']}, "
+              f"mean ESS {result['ess_mean']:.1f})  in {result['log_likelihood_seconds']:.1f}s")
+        if "bits_per_dim" in result:
+            levels = run_levels(args.run_dir)
+            print(f"bits/dim {result['bits_per_dim']:.4f} bits per dimension of the "
+                  f"{levels}-level data: -log p(x) / (D ln 2)")
+        elif "bits_per_dim_absent" in result:
+            print("bits/dim: not reported, because " + result["bits_per_dim_absent"])
     if args.data is None and args.split == "test":
         print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
               "it to the report)")

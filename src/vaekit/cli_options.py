@@ -38,6 +38,9 @@ TRAIN_OPTIONS = [
     ("--data-dir", "data", "data_dir", dict(help="directory holding the data set's files")),
     ("--binarize", "data", "binarize", dict(metavar=_one_of("data", "binarize"))),
     ("--val-fraction", "data", "val_fraction", dict(type=float)),
+    ("--bits", "data", "bits", dict(type=int, metavar="N",
+                                    help="quantize grey levels to 2^N levels (1..8) for a discrete "
+                                         "likelihood, which then has 2^N bins")),
     ("--no-download", "data", "download", dict(action="store_const", const=False)),
     ("--arch", "model", "arch", dict(metavar=_one_of("model", "arch"))),
     ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),
@@ -53,6 +56,9 @@ TRAIN_OPTIONS = [
     ("--init", "model", "init", dict(metavar=_one_of("model", "init"),
                                      help="network weights: default (PyTorch) or xavier")),
     ("--likelihood", "model", "likelihood", dict(metavar=_one_of("model", "likelihood"))),
+    ("--likelihood-components", "model", "likelihood_components",
+     dict(type=int, metavar="J", help="logistics per pixel of discretized-logistic-mixture "
+                                      "(default 10)")),
     ("--gaussian-scale", "model", "gaussian_scale", dict(metavar=_one_of("model", "gaussian_scale"))),
     ("--gaussian-init-scale", "model", "gaussian_init_scale", dict(type=float)),
     ("--gaussian-min-scale", "model", "gaussian_min_scale", dict(type=float)),

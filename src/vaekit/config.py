@@ -77,11 +77,21 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)  # held out from the training split
     split_seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the train/validation split and of the fixed binarization
     download: bool = True  # download registered data sets when their files are missing
+    # quantize grey levels to 2^bits levels for a discrete likelihood (None: the data's own levels)
+    bits: int | None = None
 
     @field_validator("binarize")
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("data", info.field_name, name)
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, bits: int | None) -> int | None:
+        if bits is not None and not 1 <= bits <= 8:
+            raise ValueError(f"bits must be between 1 and 8 (grey levels are 8-bit at most), "
+                             f"got {bits}")
+        return bits
 
 
 class ModelConfig(_Strict):
@@ -96,7 +106,12 @@ class ModelConfig(_Strict):
     init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot)
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
     conv_hidden: int = Field(256, gt=0)  # width of the dense layer after the convolutions
-    likelihood: str = "auto"  # auto, bernoulli, gaussian, continuous-bernoulli
+    # auto, bernoulli, gaussian, continuous-bernoulli; discrete grey levels: discretized-logistic,
+    # discretized-logistic-mixture, categorical
+    likelihood: str = "auto"
+    likelihood_components: int = Field(10, gt=0)  # logistics per pixel of discretized-logistic-mixture
+    # levels n of a discrete grey-level likelihood (None: filled from data.bits or the data set)
+    levels: int | None = Field(None, ge=2, le=256)
     gaussian_scale: str = "learned-global"  # fixed, learned-global, learned-per-dim
     gaussian_init_scale: float = Field(1.0, gt=0)  # initial (or fixed) Gaussian sigma
     gaussian_min_scale: float = Field(1e-3, gt=0)  # floor of a learned Gaussian sigma
@@ -145,6 +160,19 @@ class ModelConfig(_Strict):
                 f"posterior '{self.posterior}' has one stochastic layer; a model with several "
                 f"(--latent-dim {','.join(map(str, self.latent_dim))}) uses diagonal Gaussian "
                 "layers chosen with --inference (top-down or bottom-up)")
+        return self
+
+    @model_validator(mode="after")
+    def _levels_for_discrete_likelihoods(self) -> "ModelConfig":
+        from .likelihoods import needs_levels
+
+        if self.likelihood != "auto" and not needs_levels(self.likelihood):
+            if self.levels is not None:
+                raise ValueError(f"levels applies to the discrete grey-level likelihoods; "
+                                 f"likelihood '{self.likelihood}' is not one")
+        if needs_levels(self.likelihood) and self.standardize:
+            raise ValueError(f"likelihood '{self.likelihood}' models integer levels, which are "
+                             "not standardized (the encoder sees them scaled to [0, 1])")
         return self
 
 
@@ -221,8 +249,22 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _compatible_sections(self) -> "RunConfig":
+        from .likelihoods import needs_levels
         from .posteriors import POSTERIORS
 
+        likelihood, data = self.model.likelihood, self.data
+        if needs_levels(likelihood) and data.binarize not in ("auto", "none"):
+            raise ValueError(f"likelihood '{likelihood}' models grey levels; the data cannot "
+                             f"be binarized (--binarize {data.binarize}): use --likelihood "
+                             "bernoulli for binarized data")
+        if data.bits is not None and likelihood != "auto" and not needs_levels(likelihood):
+            raise ValueError(f"--bits {data.bits} quantizes the data for a discrete grey-level "
+                             f"likelihood (discretized-logistic, discretized-logistic-mixture, "
+                             f"categorical); likelihood '{likelihood}' does not model levels")
+        if (data.bits is not None and self.model.levels is not None
+                and self.model.levels != 2**data.bits):
+            raise ValueError(f"levels {self.model.levels} disagrees with bits {data.bits} "
+                             f"(2^{data.bits} = {2**data.bits} levels)")
         posterior = self.model.posterior
         if self.train.objective == "iwae-dreg" and not POSTERIORS[posterior].detachable:
             valid = [n for n, cls in POSTERIORS.items() if cls.detachable]
@@ -300,7 +342,8 @@ def merge(config: RunConfig, overrides: dict[str, dict[str, Any]]) -> RunConfig:
     return config_from_dict(values)
 
 
-def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str) -> RunConfig:
+def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str,
+            levels: int | None = None, name: str = "the data") -> RunConfig:
     """Fills every ``None``/``"auto"`` field from the data set:
 
     - likelihood: the data set's default, else Bernoulli for binary and grey-level [0, 1] data
@@ -308,7 +351,9 @@ def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str) -> 
     - binarize: ``dynamic`` for grey-level data under a Bernoulli likelihood, else ``none``;
     - standardize: on for real-valued data (tables), whose columns come in arbitrary units;
     - hidden sizes, latent dimension and epochs from the data set's ``defaults``
-      (:func:`vaekit.data.dataset_defaults`)."""
+      (:func:`vaekit.data.dataset_defaults`);
+    - levels of a discrete grey-level likelihood: 2^bits with ``data.bits``, else the data
+      set's own number of grey levels ``levels`` (17 for digits, 256 for 8-bit images)."""
     model, train, data = config.model, config.train, config.data
     likelihood = model.likelihood
     if likelihood == "auto":
@@ -317,10 +362,32 @@ def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str) -> 
     binarize = data.binarize
     if binarize == "auto":
         binarize = "dynamic" if (likelihood == "bernoulli" and value_kind == "unit") else "none"
+    from .likelihoods import needs_levels
+
+    num_levels = model.levels
+    if needs_levels(likelihood):
+        if value_kind == "binary" or levels == 2:
+            raise ConfigError(f"likelihood '{likelihood}' models grey levels but {name} is "
+                              "binary; use --likelihood bernoulli")
+        if value_kind == "real":
+            raise ConfigError(f"likelihood '{likelihood}' models grey levels in [0, 1] but "
+                              f"{name} has real values; use --likelihood gaussian")
+        if data.bits is not None:
+            if levels is not None and 2**data.bits > levels:
+                raise ConfigError(f"--bits {data.bits} asks for {2**data.bits} levels but "
+                                  f"{name} has only {levels}; use --bits "
+                                  f"{max(1, levels.bit_length() - 1)} or fewer")
+            num_levels = 2**data.bits
+        elif num_levels is None:
+            if levels is None:
+                raise ConfigError(f"likelihood '{likelihood}' needs the number of grey levels "
+                                  f"of {name}, which is not known: pass --bits N (2^N levels)")
+            num_levels = levels
     return merge(config, {
         "data": {"binarize": binarize},
         "model": {
             "likelihood": likelihood,
+            "levels": num_levels,
             "hidden": model.hidden if model.hidden is not None else defaults["hidden"],
             "latent_dim": model.latent_dim or defaults["latent_dim"],
             "standardize": (value_kind == "real") if model.standardize is None else model.standardize,

@@ -106,11 +106,26 @@ class ImportanceEstimate(NamedTuple):
     ess: torch.Tensor  # effective sample size (sum_k w_k)^2 / sum_k w_k^2, between 1 and K
 
 
+def decoder_rows(model) -> int:
+    """Rows z per decoder call: :data:`DECODER_ROWS`, divided by the numbers per data dimension
+    of a wide likelihood (30 for a 10-component mixture, 16 + 256 for a 256-way categorical),
+    so a call's temporaries stay about the size of a Bernoulli decoder's."""
+    decoder = model.decoder
+    per_dim = getattr(decoder, "params_per_dim", None)
+    if per_dim is None:
+        return DECODER_ROWS
+    width = per_dim(decoder.num_bins, decoder.num_components)
+    if getattr(decoder, "head", None) is not None:
+        width += decoder.num_bins
+    return max(1, DECODER_ROWS // width)
+
+
 def chunk_sizes(num_samples: int, num_examples: int, chunk_size: int | None,
-                batch_size: int | None) -> tuple[int, int]:
+                batch_size: int | None, rows: int = DECODER_ROWS) -> tuple[int, int]:
     """``(chunk_size, batch_size)``: samples per decoder call and examples per batch. Unset
-    values fill one decoder call with about :data:`DECODER_ROWS` rows: many examples with few
-    samples each at small K, one example with DECODER_ROWS samples per call at large K."""
+    values fill one decoder call with about ``rows`` (:data:`DECODER_ROWS`) rows: many examples
+    with few samples each at small K, one example with ``rows`` samples per call at large K."""
+    DECODER_ROWS = rows  # noqa: N806 (the module constant, or fewer rows for a wide decoder)
     if batch_size is None:
         batch_size = max(1, DECODER_ROWS // num_samples) if chunk_size is None else \
             max(1, DECODER_ROWS // min(chunk_size, num_samples))
@@ -148,7 +163,8 @@ def importance_estimate(
     was_training = model.training
     model.eval()
     device = model_device(model)
-    chunk_size, batch_size = chunk_sizes(num_samples, len(x), chunk_size, batch_size)
+    chunk_size, batch_size = chunk_sizes(num_samples, len(x), chunk_size, batch_size,
+                                         decoder_rows(model))
     log_px, ess = [], []
     bar = _progress_bar(len(x), f"log p(x), K={num_samples}", progress)
     with seeded(seed, device):
@@ -194,16 +210,30 @@ def log_likelihood_prior_sampling(model, x: torch.Tensor, num_samples: int = 100
                                batch_size=batch_size, seed=seed).log_likelihood
 
 
-def log_likelihood_summary(log_px: torch.Tensor, data_shape=None, is_image: bool = False) -> dict:
+# Why a run's evaluation has no bits_per_dim: its likelihood is a density of continuous values
+BITS_PER_DIM_ABSENT = (
+    "the likelihood is a density of continuous values, so log p(x) is not a log-probability "
+    "of the data and -log p(x) / (D ln 2) would not be bits of it (it can be negative); "
+    "train with a discrete likelihood (bernoulli on binary data, discretized-logistic, "
+    "discretized-logistic-mixture or categorical on grey levels) for bits/dim")
+
+
+def log_likelihood_summary(log_px: torch.Tensor, data_shape=None, is_image: bool = False,
+                           discrete: bool = False) -> dict:
     """Mean of per-example log p(x) estimates with its standard error std / sqrt(N) across
-    examples, in nats per example; for images also bits per dimension,
-    bits/dim = -mean log p(x) / (D ln 2) with D = prod(data_shape)."""
+    examples, in nats per example; for images under a ``discrete`` likelihood (log p(x) a
+    log-probability of the data's levels) also bits per dimension,
+    bits/dim = -mean log p(x) / (D ln 2) with D = prod(data_shape); for images under a
+    continuous density, ``bits_per_dim_absent`` says why there is none."""
     log_px = log_px.double()
     n = len(log_px)
     out = {"log_likelihood": float(log_px.mean()),
            "log_likelihood_stderr": float(log_px.std() / math.sqrt(n)) if n > 1 else float("nan")}
     if is_image and data_shape is not None:
-        out["bits_per_dim"] = -out["log_likelihood"] / (math.prod(data_shape) * math.log(2))
+        if discrete:
+            out["bits_per_dim"] = -out["log_likelihood"] / (math.prod(data_shape) * math.log(2))
+        else:
+            out["bits_per_dim_absent"] = BITS_PER_DIM_ABSENT
     return out
 
 
@@ -356,7 +386,8 @@ def evaluate_model(model, x: torch.Tensor, *, num_samples: int = DEFAULT_NUM_SAM
         else:
             estimate = importance_estimate(model, x, num_samples, seed=seed, progress=progress)
             log_px, ess = estimate.log_likelihood, estimate.ess
-        result.update(log_likelihood_summary(log_px, model.data_shape, is_image))
+        result.update(log_likelihood_summary(log_px, model.data_shape, is_image,
+                                             discrete=getattr(model.decoder, "discrete", False)))
         result["num_samples"] = num_samples
         result["ess_mean"] = float(ess.mean())
         result["log_likelihood_seconds"] = time.perf_counter() - start

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .likelihoods import LIKELIHOODS, GaussianLikelihood
-from .nets import INITIALIZATIONS, MLP, ConvDecoderNet, ConvEncoderNet, Standardize
+from .likelihoods import LIKELIHOODS, GaussianLikelihood, needs_levels
+from .nets import INITIALIZATIONS, MLP, ConvDecoderNet, ConvEncoderNet, ScaleLevels, Standardize
 from .posteriors import POSTERIORS
 from .priors import PRIORS
 
@@ -76,6 +76,12 @@ class VAE(nn.Module):
         p_x = self.decoder(z)
         return p_x.mean if use_mean else p_x.sample()
 
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Values of the data (or of E[x|z]) as grey levels in [0, 1] for pictures: k / (n - 1)
+        for the integer levels of a discrete grey-level likelihood, else ``x`` itself."""
+        to_unit = getattr(self.decoder, "to_unit", None)
+        return to_unit(x) if to_unit is not None else x
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """E[x | z = posterior mean of q(z|x)]: ``[B, *data_shape]``."""
@@ -130,16 +136,20 @@ def posterior_mean(q_z: Distribution, num_samples: int = 64) -> torch.Tensor:
         return q_z.sample((num_samples,)).mean(0)
 
 
-def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int):
-    """Encoder and decoder MLPs with the hidden sizes ``cfg.hidden`` (mirrored in the decoder)."""
+def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int,
+                 decoder_shape: tuple[int, ...] | None = None):
+    """Encoder and decoder MLPs with the hidden sizes ``cfg.hidden`` (mirrored in the decoder);
+    the decoder outputs ``decoder_shape`` (default: the data's shape)."""
     hidden = list(cfg.hidden)
     enc = MLP(data_shape, (enc_out,), hidden, cfg.activation)
-    dec = MLP((cfg.latent_dim,), data_shape, hidden[::-1], cfg.activation)
+    dec = MLP((cfg.latent_dim,), decoder_shape or data_shape, hidden[::-1], cfg.activation)
     return enc, dec
 
 
-def conv_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int):
-    """Convolutional encoder and decoder for images ``(C, H, W)`` of any size."""
+def conv_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int,
+                  decoder_shape: tuple[int, ...] | None = None):
+    """Convolutional encoder and decoder for images ``(C, H, W)`` of any size; the decoder
+    outputs ``decoder_shape`` (default: the data's shape)."""
     if len(data_shape) != 3:
         from .errors import ConfigError
 
@@ -148,12 +158,14 @@ def conv_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int):
             f"{data_shape}; use --arch mlp for tables and flat vectors"
         )
     enc = ConvEncoderNet(data_shape, enc_out, cfg.conv_channels, cfg.conv_hidden, cfg.activation)
-    dec = ConvDecoderNet(cfg.latent_dim, data_shape, cfg.conv_channels, cfg.conv_hidden,
+    dec = ConvDecoderNet(cfg.latent_dim, decoder_shape or data_shape, cfg.conv_channels,
+                         cfg.conv_hidden,
                          cfg.activation)
     return enc, dec
 
 
-# config model.arch -> (cfg, data_shape, encoder output size) -> (encoder net, decoder net)
+# config model.arch -> (cfg, data_shape, encoder output size[, decoder output shape])
+#   -> (encoder net, decoder net)
 NETWORKS = {"mlp": mlp_networks, "conv": conv_networks}
 
 
@@ -165,14 +177,28 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     sizes = cfg.latent_sizes
     posterior_cls = POSTERIORS[cfg.posterior]
     flow_options = dict(flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden)
+    likelihood_cls = LIKELIHOODS[cfg.likelihood]
+    discrete_levels = needs_levels(cfg.likelihood)
+    if discrete_levels and cfg.levels is None:
+        from .errors import ConfigError
+
+        raise ConfigError(f"likelihood '{cfg.likelihood}' needs the number of levels "
+                          "(model.levels); resolve the config from its data set first")
+    decoder_shape = None
+    if discrete_levels:  # P numbers per data dimension: P blocks of the data's channels
+        per_dim = likelihood_cls.params_per_dim(cfg.levels, cfg.likelihood_components)
+        decoder_shape = (per_dim * data_shape[0], *data_shape[1:])
     bottom = cfg.model_copy(update={"latent_dim": sizes[0]})
     enc_net, dec_net = NETWORKS[cfg.arch](bottom, data_shape,
-                                          posterior_cls.param_dim(sizes[0], **flow_options))
+                                          posterior_cls.param_dim(sizes[0], **flow_options),
+                                          decoder_shape=decoder_shape)
     if INITIALIZATIONS[cfg.init] is not None:
         INITIALIZATIONS[cfg.init](enc_net)
         INITIALIZATIONS[cfg.init](dec_net)
     if cfg.standardize:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
+    if discrete_levels:
+        enc_net = nn.Sequential(ScaleLevels(cfg.levels), enc_net)
     if len(sizes) > 1:
         from .hierarchy import TakeBottomLayer, hierarchical_latents
 
@@ -182,8 +208,9 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
         encoder = posterior_cls(enc_net, sizes[0], **flow_options)
         prior = PRIORS[cfg.prior](sizes[0], num_components=cfg.prior_components,
                                   encoder=encoder, data_shape=data_shape, **flow_options)
-    likelihood_cls = LIKELIHOODS[cfg.likelihood]
-    if likelihood_cls is GaussianLikelihood:
+    if discrete_levels:
+        decoder = likelihood_cls(dec_net, data_shape, cfg.levels, cfg.likelihood_components)
+    elif likelihood_cls is GaussianLikelihood:
         decoder = GaussianLikelihood(dec_net, data_shape, cfg.gaussian_scale,
                                      cfg.gaussian_init_scale, cfg.gaussian_min_scale)
     else:

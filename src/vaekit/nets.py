@@ -171,6 +171,18 @@ class ConvDecoderNet(nn.Module):
         return h.reshape(*batch_shape, *self.out_shape)
 
 
+class ScaleLevels(nn.Module):
+    """Integer levels k in {0, ..., n - 1} (uint8 data) -> k / (n - 1) in [0, 1], float32: what
+    the encoder of a discrete grey-level likelihood sees (no parameters, no buffers)."""
+
+    def __init__(self, num_levels: int) -> None:
+        super().__init__()
+        self.num_levels = int(num_levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.get_default_dtype()) / (self.num_levels - 1)
+
+
 class Standardize(nn.Module):
     """x -> (x - loc) / scale with per-dimension buffers ``loc`` and ``scale`` (saved with the
     model, set from the training data): puts table columns of any units on one scale before

@@ -144,7 +144,8 @@ class Run:
                                download=dc.download)
         x, labels = dataset.split(name)
         check_data_shape(self.model, x, f"split '{name}' of {dataset.name}")
-        x = prepare_split(x, name, dc.binarize, dc.split_seed)
+        x = prepare_split(x, name, dc.binarize, dc.split_seed, self.config.model.levels,
+                          dataset.levels)
         self.model.decoder.check_support(x)
         if own:
             self.prepared[name] = (x, labels)

@@ -11,7 +11,7 @@ from .dataset import SPLITS, VALUE_KINDS, Dataset, DatasetSpec
 from .downloads import cache_dir
 from .idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx, read_idx
 from .preparation import (BINARIZATION_SEEDS, BINARIZATIONS, PreparedData, binarize_fixed,
-                          dynamic_binarize, prepare_data, prepare_split)
+                          dynamic_binarize, prepare_data, prepare_split, quantize)
 from .registry import (DATASET_NAMES, DATASETS, USER_DATA_DEFAULTS, class_names_of,
                        dataset_defaults, load_dataset)
 
@@ -20,5 +20,5 @@ __all__ = [
     "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "PreparedData", "SPLITS", "TensorBatches",
     "USER_DATA_DEFAULTS", "VALUE_KINDS", "binarize_fixed", "cache_dir", "class_names_of",
     "dataset_defaults", "dynamic_binarize", "load_dataset", "parse_idx", "prepare_data",
-    "prepare_split", "read_idx",
+    "prepare_split", "quantize", "read_idx",
 ]

@@ -35,6 +35,7 @@ def load_digits(data_dir: Path | None, *, val_fraction: float, split_seed: int,
         train_labels=torch.from_numpy(y[train]), val_labels=torch.from_numpy(y[val]),
         test_labels=torch.from_numpy(y[test]),
         value_kind="unit", is_image=True, class_names=tuple(str(i) for i in range(10)),
+        levels=17,
     )
 
 
@@ -77,7 +78,7 @@ def load_idx_dataset(name: str, data_dir: Path | None, *, val_fraction: float, s
         test=as_unit(arrays["test_images"]),
         train_labels=train_labels[train], val_labels=train_labels[val],
         test_labels=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
-        value_kind="unit", is_image=True, class_names=source.class_names,
+        value_kind="unit", is_image=True, class_names=source.class_names, levels=256,
     )
 
 
@@ -112,5 +113,5 @@ def load_binarized_mnist(data_dir: Path | None, *, val_fraction: float, split_se
     return Dataset(
         name="binarized-mnist", train=splits["train"], val=splits["val"], test=splits["test"],
         train_labels=None, val_labels=None, test_labels=None,
-        value_kind="binary", is_image=True,
+        value_kind="binary", is_image=True, levels=2,
     )

@@ -28,6 +28,9 @@ class Dataset:
     value_kind: str  # "binary" (all values in {0,1}), "unit" (grey levels in [0,1]), "real"
     is_image: bool  # True when data_shape is (C, H, W)
     class_names: tuple[str, ...] | None = None  # label i is class_names[i], when known
+    # number of grey levels the values k / (levels - 1) come from (17 for digits, 256 for 8-bit
+    # images, 2 for binary data); None when not known
+    levels: int | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:

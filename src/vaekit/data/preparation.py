@@ -66,9 +66,34 @@ def check_binarizable(mode: str, dataset: Dataset) -> None:
         )
 
 
-def prepare_split(x: torch.Tensor, split: str, mode: str, split_seed: int) -> torch.Tensor:
+def quantize(x: torch.Tensor, num_levels: int, data_levels: int | None = None) -> torch.Tensor:
+    """Grey values x in [0, 1] as integer levels k in {0, ..., n - 1} (uint8), n = ``num_levels``.
+
+    When the data come from ``data_levels`` = m known levels (x = l / (m - 1)): k = l for n = m,
+    else k = floor(l n / m) (for 8-bit data and n = 2^N the top N bits, l >> (8 - N)). When m is
+    not known: k = min(floor(x n), n - 1)."""
+    if not 2 <= num_levels <= 256:
+        raise DataError(f"{num_levels} levels do not fit in 8 bits; use at most 256 (--bits 8)")
+    x = x.double()
+    if data_levels is not None:
+        level = torch.round(x * (data_levels - 1))
+        k = level if num_levels == data_levels else torch.floor(level * num_levels / data_levels)
+    else:
+        k = torch.floor(x * num_levels)
+    return k.clamp(0, num_levels - 1).to(torch.uint8)
+
+
+def prepare_split(x: torch.Tensor, split: str, mode: str, split_seed: int,
+                  levels: int | None = None, data_levels: int | None = None) -> torch.Tensor:
     """Split ``split`` of a run's data as the run evaluates it: binarized once with the split's
-    fixed seed when the run binarizes (statically or dynamically), else as it is."""
+    fixed seed when the run binarizes (statically or dynamically), quantized to ``levels``
+    integer levels (uint8, :func:`quantize`) for a discrete grey-level likelihood, else as it
+    is."""
+    if levels is not None:
+        if not bool(((x >= 0) & (x <= 1)).all()):
+            raise DataError("a discrete grey-level likelihood needs grey values in [0, 1]; "
+                            "rescale the data or use --likelihood gaussian")
+        return quantize(x, levels, data_levels)
     if mode == "none":
         return x
     return binarize_fixed(x, split_seed + BINARIZATION_SEEDS[split])
@@ -86,14 +111,17 @@ class PreparedData:
     dynamic_binarize: bool
 
 
-def prepare_data(dataset: Dataset, mode: str, split_seed: int, check_support) -> PreparedData:
-    """Applies the resolved binarization ``mode`` and checks every split the model will see with
-    ``check_support`` (the likelihood's support check: grey levels under a plain Bernoulli
-    likelihood are refused)."""
+def prepare_data(dataset: Dataset, mode: str, split_seed: int, check_support,
+                 levels: int | None = None) -> PreparedData:
+    """Applies the resolved binarization ``mode`` (or, with ``levels``, the quantization to that
+    many integer levels) and checks every split the model will see with ``check_support`` (the
+    likelihood's support check: grey levels under a plain Bernoulli likelihood are refused)."""
     check_binarizable(mode, dataset)
-    val = prepare_split(dataset.val, "val", mode, split_seed)
-    test = prepare_split(dataset.test, "test", mode, split_seed)
-    train = prepare_split(dataset.train, "train", mode, split_seed) if mode == "static" \
+    prepare = lambda x, split: prepare_split(x, split, mode, split_seed, levels,  # noqa: E731
+                                             dataset.levels)
+    val = prepare(dataset.val, "val")
+    test = prepare(dataset.test, "test")
+    train = prepare(dataset.train, "train") if mode == "static" or levels is not None \
         else dataset.train
     for split in (val, test) if mode == "dynamic" else (train, val, test):
         check_support(split)

@@ -74,7 +74,8 @@ class Trainer:
             split_seed=config.data.split_seed, download=config.data.download,
         )
         self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
-                              value_kind=self.dataset.value_kind)
+                              value_kind=self.dataset.value_kind, levels=self.dataset.levels,
+                              name=f"'{self.dataset.name}'")
         tc = self.config.train
         if tc.objective != "elbo" and tc.num_samples < 2:
             self.log(f"note: --objective {tc.objective} with --num-samples 1 is the ELBO")
@@ -82,7 +83,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         self.model = build_model(self.config.model, self.dataset.data_shape).to(self.device)
         self.data = prepare_data(self.dataset, self.config.data.binarize,
-                                 self.config.data.split_seed, self.model.decoder.check_support)
+                                 self.config.data.split_seed, self.model.decoder.check_support,
+                                 self.config.model.levels)
         if tc.batch_size > len(self.data.train):
             raise ConfigError(
                 f"--batch-size {tc.batch_size} is larger than the training set "

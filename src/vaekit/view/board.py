@@ -67,7 +67,8 @@ class EpochBoard:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        samples = model.sample(NUM_IMAGES, generator=torch.Generator().manual_seed(0)).cpu()
+        samples = model.to_unit(model.sample(NUM_IMAGES,
+                                             generator=torch.Generator().manual_seed(0))).cpu()
         per_row = min(8, len(test_x))
         recon = reconstruction_grid(model, test_x[: 2 * per_row].to(device), rows=min(2, len(test_x) // per_row),
                                     per_row=per_row).cpu()

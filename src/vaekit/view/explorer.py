@@ -110,7 +110,7 @@ class LatentSpace:
         """E[x|z] of the posted code: ``{"image": PNG data URI}`` or ``{"values": [...]}``."""
         z = self.parse_z(body)
         with self.lock:
-            x = self.model.decode_codes(z[None].to(self.device)).mean[0].cpu()
+            x = self.model.to_unit(self.model.decode_codes(z[None].to(self.device)).mean[0]).cpu()
         return self._example_payload(x)
 
     @torch.no_grad()
@@ -120,7 +120,7 @@ class LatentSpace:
             raise RequestError(f"example index must be in 0..{len(self.test_x) - 1}, got {index}")
         label = int(self.test_labels[index]) if self.test_labels is not None else None
         return {"index": index, "label": label, "z": self.means[index].tolist(),
-                **self._example_payload(self.test_x[index])}
+                **self._example_payload(self.model.to_unit(self.test_x[index]))}
 
     def _example_payload(self, x: torch.Tensor) -> dict:
         if self.is_image:

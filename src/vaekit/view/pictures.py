@@ -22,9 +22,11 @@ MAX_ROWS = 4  # pairs of rows (inputs, reconstructions)
 
 @torch.no_grad()
 def reconstruction_grid(model: VAE, x: torch.Tensor, rows: int = 4, per_row: int = 8) -> torch.Tensor:
-    """Inputs above their reconstructions: ``rows`` pairs of rows of ``per_row`` images."""
+    """Inputs above their reconstructions: ``rows`` pairs of rows of ``per_row`` images, as grey
+    levels in [0, 1] (:meth:`VAE.to_unit`)."""
     x = x[: rows * per_row]
-    recon = model.reconstruct(x)
+    recon = model.to_unit(model.reconstruct(x))
+    x = model.to_unit(x)
     pairs = []
     for r in range(rows):
         pairs += [x[r * per_row : (r + 1) * per_row], recon[r * per_row : (r + 1) * per_row]]
@@ -37,7 +39,7 @@ def interpolation_grid(model: VAE, x: torch.Tensor, pairs: int = 6, steps: int =
     """Each row decodes ``steps`` codes between the posterior means of two test examples (of
     the top stochastic layer; the layers below at their generative means)."""
     z = model.codes(x[: 2 * pairs])
-    rows = [model.decode_codes(method(z[2 * i], z[2 * i + 1], steps)).mean
+    rows = [model.to_unit(model.decode_codes(method(z[2 * i], z[2 * i + 1], steps)).mean)
             for i in range(len(z) // 2)]
     return torch.cat(rows)
 
@@ -58,7 +60,8 @@ class Pictures:
         model.eval()
         device = next(model.parameters()).device
         x = x[:NUM_SAMPLES].to(device)
-        samples = model.sample(NUM_SAMPLES, generator=torch.Generator().manual_seed(seed)).cpu()
+        samples = model.to_unit(model.sample(NUM_SAMPLES,
+                                             generator=torch.Generator().manual_seed(seed))).cpu()
         per_row = min(GRID_WIDTH, len(x))
         recon = reconstruction_grid(model, x, rows=min(MAX_ROWS, len(x) // per_row),
                                     per_row=per_row).cpu()

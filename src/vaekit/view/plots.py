@@ -153,7 +153,8 @@ def traversal_images(model, z: torch.Tensor, dims: Sequence[int], values: torch.
     """E[x|z] for ``z [L]`` with coordinate ``dims[r]`` set to ``values[c]``: one row per
     dimension, ``[len(dims) * S, *data_shape]``."""
     codes = torch.cat([traverse(z, d, values) for d in dims])  # [D * S, L]
-    return model.decode_codes(codes).mean  # top layer codes (the only one of most models)
+    # codes of the top layer (the only one of most models)
+    return model.to_unit(model.decode_codes(codes).mean)
 
 
 def gaussian_quantiles(num: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
@@ -174,7 +175,7 @@ def manifold_images(model, num: int = 15) -> torch.Tensor:
     z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
     codes = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
     device = next(model.parameters()).device
-    return model.decode_codes(codes.to(device)).mean
+    return model.to_unit(model.decode_codes(codes.to(device)).mean)
 
 
 def labelled_grid(images: torch.Tensor, nrow: int, row_labels: Sequence[str] = (),

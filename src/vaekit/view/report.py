@@ -38,7 +38,8 @@ METRIC_LABELS = {
     "reconstruction": ("reconstruction", "E_q[log p(x|z)], nats per example"),
     "kl": ("KL", "KL(q(z|x) || p(z)), nats per example"),
     "log_likelihood": ("log-likelihood", "log p(x) by importance sampling, nats per example"),
-    "bits_per_dim": ("bits/dim", "-log p(x) / (D ln 2)"),
+    "bits_per_dim": ("bits/dim", "-log p(x) / (D ln 2), bits per dimension of the discrete "
+                                 "data (only under a discrete likelihood)"),
     "active_units": ("active units", "latent dimensions whose posterior mean varies with x"),
     "num_examples": ("examples", "test examples evaluated"),
 }
