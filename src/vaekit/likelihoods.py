@@ -16,6 +16,7 @@ from torch import nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
 from .errors import DataError
+from .tables import TableLikelihood
 
 
 class _LogitsLikelihood(nn.Module):
@@ -155,4 +156,5 @@ LIKELIHOODS: dict[str, type[nn.Module]] = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": GaussianLikelihood,
     "continuous-bernoulli": ContinuousBernoulliLikelihood,
+    "table": TableLikelihood,  # mixed-type columns with missing values (vaekit.tables)
 }

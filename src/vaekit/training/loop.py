@@ -92,6 +92,9 @@ class Trainer:
             loc, scale = self.data.train.mean(0), self.data.train.std(0)
             # constant columns keep their values: scale 1 instead of a division by zero
             self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
+        for module in self.model.modules():  # a table's column scaling (vaekit.tables)
+            if hasattr(module, "fit_scaling"):
+                module.fit_scaling(self.data.train.to(self.device))
         self.train_x = self.data.train.to(self.device)
         if self.config.model.vamp_init_from_data and hasattr(self.model.prior, "init_from_data"):
             self.model.prior.init_from_data(self.train_x)  # (resume overwrites it below)
