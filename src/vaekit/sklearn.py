@@ -348,7 +348,7 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             for j, name in enumerate(X.columns):
                 if missing[:, j].any():
                     column = decoded.iloc[:, j] if _is_frame(decoded) else decoded[:, j]
-                    values = np.asarray(column, dtype=object)[missing[:, j]]
+                    values = np.asarray(column)[missing[:, j]]
                     if out[name].dtype.kind in "biu":
                         out[name] = out[name].astype(float)
                     out.loc[missing[:, j], name] = values

@@ -161,8 +161,8 @@ class TableDistribution(Distribution):
             out[..., cols] = xj * log_rate - torch.exp(log_rate) - torch.lgamma(xj + 1)
         for j, log_p in self.categorical_log_probs():
             code = x[..., j].long().clamp(0, log_p.shape[-1] - 1)
-            code = code.expand(log_p.shape[:-1]).unsqueeze(-1)
-            out[..., j] = log_p.gather(-1, code).squeeze(-1)
+            log_p = log_p.expand(shape[:-1] + log_p.shape[-1:])
+            out[..., j] = log_p.gather(-1, code.expand(shape[:-1]).unsqueeze(-1)).squeeze(-1)
         return torch.where(observed, out, torch.zeros_like(out))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

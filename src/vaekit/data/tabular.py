@@ -142,7 +142,9 @@ class TableSchema:
         for j, (kind, lv) in enumerate(zip(self.kinds, self.levels)):
             column = df.iloc[:, j]
             if lv is not None:
-                codes = pd.Categorical(column, categories=lv).codes.astype(np.float32)
+                known = column.isin(lv)  # an unseen category is a missing entry
+                codes = pd.Categorical(column.where(known, None), categories=lv).codes
+                codes = codes.astype(np.float32)
                 codes[codes < 0] = np.nan
                 out[:, j] = codes
                 continue
