@@ -213,3 +213,38 @@ def test_schema_infers_types_encodes_and_decodes_a_frame():
         TableSchema.infer(df, {"height": "numeric"})
     with pytest.raises(DataError, match="not numbers"):
         TableSchema.infer(df, {"city": "numeric"}).encode(df)
+
+
+# -- the command line on a CSV table -----------------------------------------------------------
+
+def test_cli_trains_evaluates_and_reports_a_mixed_type_csv(tmp_path, capsys):
+    import json
+
+    from vaekit.cli import main
+
+    rng = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame({"age": rng.normal(40, 10, n).round(1),
+                          "city": rng.choice(["oslo", "rome", "lima"], n),
+                          "visits": rng.poisson(3, n), "label": rng.choice(["a", "b"], n)})
+    frame.loc[[1, 5, 9], "age"] = np.nan
+    frame.loc[[2, 7], "city"] = None
+    path = tmp_path / "people.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), "--column-types", "visits=count", "--epochs", "2",
+                 "--hidden", "8", "--latent-dim", "2", "--batch-size", "16", "--no-progress",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["columns"] == ["numeric", "categorical:3", "count"]
+    assert config["model"]["likelihood"] == "table" and config["model"]["standardize"] is False
+    report = (out / "report.html").read_text()
+    assert "Reconstruction per column" in report and "visits" in report and "RMSE / std" in report
+    assert main(["evaluate", str(out), "--num-samples", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.isfinite(result["log_likelihood"])
+    # a wrong declaration is a one-line error with exit status 2, before training
+    assert main(["train", "--data", str(path), "--column-types", "visits=counts",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown column type 'counts'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -38,6 +38,10 @@ TRAIN_OPTIONS = [
     ("--data-dir", "data", "data_dir", dict(help="directory holding the data set's files")),
     ("--binarize", "data", "binarize", dict(metavar=_one_of("data", "binarize"))),
     ("--val-fraction", "data", "val_fraction", dict(type=float)),
+    ("--column-types", "data", "column_types",
+     dict(metavar="auto|NAME=TYPE,...", help="read a .csv as a mixed-type table: auto (types "
+          "from the values) or e.g. age=numeric,city=categorical,visits=count,smoker=binary; "
+          "missing cells are left out of the likelihood")),
     ("--no-download", "data", "download", dict(action="store_const", const=False)),
     ("--arch", "model", "arch", dict(metavar=_one_of("model", "arch"))),
     ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),

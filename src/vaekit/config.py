@@ -75,6 +75,21 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.1, gt=0, lt=0.5)  # held out from the training split
     split_seed: int = Field(0, ge=0, le=MAX_SEED)  # seed of the train/validation split and of the fixed binarization
     download: bool = True  # download registered data sets when their files are missing
+    # a CSV read as a mixed-type table: "auto" (types from the values) or declared types,
+    # "age=numeric,city=categorical" (numeric, binary, count, categorical); None: numbers only
+    column_types: str | None = None
+
+    @field_validator("column_types")
+    @classmethod
+    def _known_column_types(cls, spec: str | None) -> str | None:
+        from .data.tabular import parse_column_types
+        from .errors import DataError
+
+        try:
+            parse_column_types(spec)
+        except DataError as err:
+            raise ValueError(str(err)) from None
+        return spec
 
     @field_validator("binarize")
     @classmethod

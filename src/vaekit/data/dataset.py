@@ -28,6 +28,7 @@ class Dataset:
     value_kind: str  # "binary" (all values in {0,1}), "unit" (grey levels in [0,1]), "real"
     is_image: bool  # True when data_shape is (C, H, W)
     class_names: tuple[str, ...] | None = None  # label i is class_names[i], when known
+    table: Any = None  # a mixed-type table's TableSchema (vaekit.data.tabular), else None
 
     @property
     def data_shape(self) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ DECLARABLE_TYPES = ("numeric", "binary", "count", "categorical")
 
 def parse_column_types(spec: str | Mapping | None) -> dict:
     """``"age=numeric,city=categorical"`` or a mapping -> ``{column: type}``; checks the types."""
-    if spec is None:
+    if spec is None or spec == "auto":
         return {}
     if isinstance(spec, str):
         pairs = {}
@@ -238,3 +238,37 @@ def read_table(path: str | Path, column_types: str | Mapping | None = None,
     if found:
         labels = frame.pop(found[0])
     return frame, TableSchema.infer(frame, column_types), labels
+
+
+def load_table_csv(path: Path, column_types: str | Mapping | None, *, val_fraction: float,
+                   split_seed: int):
+    """A CSV as a mixed-type table: a :class:`~vaekit.data.dataset.Dataset` of encoded rows
+    (category codes, NaN for missing cells) with its schema in ``table``, split into train /
+    validation / test with ``split_seed`` like every user file; a ``label``/``class``/``target``
+    column becomes the labels (its values the class names)."""
+    import torch
+
+    from .arrays import held_out_size, split_indices
+    from .dataset import Dataset
+    from .files import LABEL_COLUMNS
+
+    frame, schema, labels = read_table(path, column_types, LABEL_COLUMNS)
+    rows = schema.encode(frame)
+    if len(rows) < 3:
+        raise DataError(f"{path.name} has {len(rows)} rows; at least 3 are needed to split off "
+                        "validation and test rows")
+    class_names, codes = None, None
+    if labels is not None:
+        import pandas as pd
+
+        levels = _levels(labels)
+        codes = pd.Categorical(labels, categories=levels).codes.astype(np.int64)
+        if (codes < 0).any():
+            raise DataError(f"{path.name}: the label column has empty cells")
+        class_names = tuple(str(v) for v in levels)
+    size = held_out_size(len(rows), val_fraction, 2)
+    parts = split_indices(len(rows), [size, size], split_seed)
+    x = [torch.from_numpy(np.ascontiguousarray(rows[idx])) for idx in parts]
+    y = [None if codes is None else torch.from_numpy(codes[idx]) for idx in parts]
+    return Dataset(path.name, x[0], x[1], x[2], y[0], y[1], y[2], value_kind="real",
+                   is_image=False, class_names=class_names, table=schema)

@@ -14,7 +14,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
-from ..config import RunConfig, resolve, save_config
+from ..config import RunConfig, merge, resolve, save_config
 from ..data import Dataset, TensorBatches, dataset_defaults, dynamic_binarize, load_dataset, \
     prepare_data
 from ..distributed import (all_ranks_agree, all_reduce_sum, per_rank_batch_size, process_group,
@@ -72,7 +72,11 @@ class Trainer:
         self.dataset = dataset or load_dataset(
             config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
             split_seed=config.data.split_seed, download=config.data.download,
+            column_types=config.data.column_types,
         )
+        table = self.dataset.table
+        if table is not None and config.model.columns is None:  # the table's column types
+            config = merge(config, {"model": {"columns": list(table.column_specs)}})
         self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
                               value_kind=self.dataset.value_kind)
         tc = self.config.train
@@ -149,7 +153,7 @@ class Trainer:
     def data_info(self) -> DataInfo:
         d = self.dataset
         return DataInfo(self.config.data.name, d.data_shape, d.value_kind, d.is_image,
-                        d.class_names)
+                        d.class_names, tuple(d.table.names) if d.table is not None else None)
 
     # -- the whole job ---------------------------------------------------------------------
     def fit(self) -> Path:
