@@ -171,7 +171,8 @@ TASKS = {"mnist": mnist_tasks, "breast-cancer": breast_cancer_tasks, "penguins":
 def vaekit_options(task: str, args) -> dict:
     if task == "mnist":
         return dict(latent_dim=args.latent_dim, hidden=(256,), epochs=args.epochs,
-                    batch_size=128, device=args.device, likelihood=args.mnist_likelihood)
+                    batch_size=128, device=args.device, likelihood=args.mnist_likelihood,
+                    score_num_samples=args.score_samples)
     return dict(latent_dim=4, hidden=(64, 64), epochs=args.table_epochs, batch_size=32,
                 lr=3e-3, device=args.device)
 
@@ -255,13 +256,16 @@ def main(argv=None) -> None:
     parser.add_argument("--mnist-likelihood", default="auto",
                         help="vaekit likelihood on MNIST: auto (per-pixel Gaussian), "
                              "continuous-bernoulli, gaussian")
+    parser.add_argument("--score-samples", type=int, default=100,
+                        help="K of vaekit's importance-sampled log p(x) on MNIST")
     parser.add_argument("--table-epochs", type=int, default=150)
     parser.add_argument("--pyod-vae-epochs", type=int, default=None, help="default: PyOD's (30)")
     parser.add_argument("--pyod-ae-epochs", type=int, default=None, help="default: PyOD's (10)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds of the table tasks")
     parser.add_argument("--only", nargs="*", help="run only these detectors")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (small networks: one is fastest on a shared CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         import torch

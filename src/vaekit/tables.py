@@ -83,8 +83,16 @@ def parse_columns(specs: Sequence[str]) -> tuple[Column, ...]:
     return tuple(Column.parse(s) for s in specs)
 
 
+def _index(positions: list[int]) -> slice | torch.Tensor:
+    """A slice when the positions are consecutive (a view, no gather: a table of one type, or
+    images as tables), else an index tensor."""
+    if positions and positions == list(range(positions[0], positions[0] + len(positions))):
+        return slice(positions[0], positions[0] + len(positions))
+    return torch.tensor(positions, dtype=torch.long)
+
+
 class _Layout:
-    """Index tensors of the columns of each type and of their decoder outputs."""
+    """Indices (slices or tensors) of the columns of each type and of their decoder outputs."""
 
     def __init__(self, columns: Sequence[Column]) -> None:
         self.columns = tuple(columns)
@@ -95,8 +103,7 @@ class _Layout:
         self.by_kind = {}
         for kind in ("numeric", "binary", "count"):
             cols = [j for j, c in enumerate(self.columns) if c.kind == kind]
-            self.by_kind[kind] = (torch.tensor(cols, dtype=torch.long),
-                                  torch.tensor([offsets[j] for j in cols], dtype=torch.long))
+            self.by_kind[kind] = (_index(cols), _index([offsets[j] for j in cols]), len(cols))
         # (column, first logit, K) of each categorical column
         self.categorical = [(j, offsets[j], c.num_categories)
                             for j, c in enumerate(self.columns) if c.kind == "categorical"]
@@ -122,9 +129,15 @@ class TableDistribution(Distribution):
         self.loc, self.scale, self.sigma = loc, scale, sigma  # [D], [D], [num numeric]
         super().__init__(params.shape[:-1], torch.Size([len(layout.columns)]), validate_args=False)
 
-    def _part(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        cols, offsets = self.layout.by_kind[kind]
-        return cols.to(self.params.device), self.params[..., offsets.to(self.params.device)]
+    def _part(self, kind: str) -> tuple[slice | torch.Tensor, torch.Tensor]:
+        cols, offsets, _ = self.layout.by_kind[kind]
+        device = self.params.device
+        if isinstance(cols, torch.Tensor):
+            cols, offsets = cols.to(device), offsets.to(device)
+        return cols, self.params[..., offsets]
+
+    def _has(self, kind: str) -> bool:
+        return self.layout.by_kind[kind][2] > 0
 
     def _numeric(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cols, mu = self._part("numeric")
@@ -147,16 +160,16 @@ class TableDistribution(Distribution):
         observed, x = _observed(value)
         shape = torch.broadcast_shapes(self.batch_shape + self.event_shape, x.shape)
         out = torch.zeros(shape, dtype=self.params.dtype, device=self.params.device)
-        cols, loc, scale = self._numeric()
-        if len(cols):
+        if self._has("numeric"):
+            cols, loc, scale = self._numeric()
             xj = x[..., cols]
             out[..., cols] = (-0.5 * ((xj - loc) / scale) ** 2 - torch.log(scale)
                               - 0.5 * math.log(2 * math.pi))
-        cols, logits = self._part("binary")
-        if len(cols):
+        if self._has("binary"):
+            cols, logits = self._part("binary")
             out[..., cols] = x[..., cols] * logits - F.softplus(logits)  # -BCE with logits
-        cols, log_rate = self._log_rate()
-        if len(cols):
+        if self._has("count"):
+            cols, log_rate = self._log_rate()
             xj = x[..., cols]
             out[..., cols] = xj * log_rate - torch.exp(log_rate) - torch.lgamma(xj + 1)
         for j, log_p in self.categorical_log_probs():
@@ -272,12 +285,14 @@ class TableEncoding(_ColumnScaling):
         super().__init__(columns)
         self.layout = _Layout(columns)
         self.encoding_dim = sum(c.encoding_dim for c in self.columns) + len(self.columns)
-        self.scalar_columns = [j for j, c in enumerate(self.columns) if c.kind != "categorical"]
+        self.scalar_columns = _index([j for j, c in enumerate(self.columns)
+                                      if c.kind != "categorical"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         observed, filled = _observed(x)
         values = torch.where(observed, (filled - self.loc) / self.scale, torch.zeros_like(x))
-        parts = [values[..., self.scalar_columns]]
+        scalar = self.scalar_columns
+        parts = [values[..., scalar.to(x.device) if isinstance(scalar, torch.Tensor) else scalar]]
         for j, _, k in self.layout.categorical:
             code = filled[..., j].long().clamp(0, k - 1)
             parts.append(F.one_hot(code, k).to(x.dtype) * observed[..., j : j + 1])
@@ -301,7 +316,7 @@ class TableLikelihood(_ColumnScaling):
         self.data_shape = tuple(data_shape)
         self.layout = _Layout(columns)
         self.min_scale = min_scale
-        num_numeric = len(self.layout.by_kind["numeric"][0])
+        num_numeric = self.layout.by_kind["numeric"][2]
         raw = math.log(math.expm1(max(init_scale - min_scale, 1e-6)))
         self.raw_scale = nn.Parameter(torch.full((num_numeric,), raw))
 
@@ -323,19 +338,17 @@ class TableLikelihood(_ColumnScaling):
         if bool(torch.isinf(filled).any()):
             raise DataError("the table contains infinite values; clean them first (a missing "
                             "entry is NaN)")
-        for j, c in enumerate(self.columns):
-            v = filled[:, j][observed[:, j]]
-            if c.kind == "binary":
-                ok, need = bool(((v == 0) | (v == 1)).all()), "0 or 1"
-            elif c.kind == "count":
-                ok, need = bool(((v >= 0) & (v == v.round())).all()), "a count 0, 1, 2, ..."
-            elif c.kind == "categorical":
-                ok = bool(((v >= 0) & (v < c.num_categories) & (v == v.round())).all())
-                need = f"a category code 0..{c.num_categories - 1}"
-            else:
-                ok, need = True, ""
-            if not ok:
-                raise DataError(f"column {j + 1} ({c}) holds a value that is not {need}")
+        # the largest valid value of each column (numeric: any)
+        top = torch.tensor([{"binary": 1.0, "count": math.inf, "numeric": math.inf}.get(
+            c.kind, c.num_categories - 1) for c in self.columns], device=x.device)
+        discrete = torch.tensor([c.kind != "numeric" for c in self.columns], device=x.device)
+        bad = observed & discrete & ((filled < 0) | (filled > top) | (filled != filled.round()))
+        if bool(bad.any()):
+            j = int(bad.any(0).nonzero()[0])
+            c = self.columns[j]
+            need = {"binary": "0 or 1", "count": "a count 0, 1, 2, ..."}.get(
+                c.kind, f"a category code 0..{c.num_categories - 1}")
+            raise DataError(f"column {j + 1} ({c}) holds a value that is not {need}")
 
 
 def table_mlp_networks(cfg, data_shape: tuple[int, ...], enc_out: int):
