@@ -88,6 +88,9 @@ def test_column_transformer_clone_pickle_and_save_load(penguins, tmp_path):
     rows = torch.from_numpy(vae.schema_.encode(penguins))
     torch.testing.assert_close(vaekit.log_likelihood(run.model, rows, 10, seed=vae.seed_),
                                torch.from_numpy(log_px))
+    penguins.to_csv(tmp_path / "penguins.csv", index=False)
+    result = vaekit.evaluate(run_dir, source=str(tmp_path / "penguins.csv"), num_samples=5)
+    assert np.isfinite(result["log_likelihood"])
 
 
 def test_reproducible_under_random_state_and_the_global_rng_is_left_alone(penguins):

@@ -30,7 +30,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .config import RunConfig, config_from_dict, save_config
+from .config import RunConfig, config_from_dict, merge, save_config
 from .data.dataset import Dataset
 from .data.tabular import TableSchema
 from .errors import VaekitError
@@ -369,9 +369,16 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         value_kind = "real" if self._is_table else "unit"
-        save_config(self.config_, path / CONFIG)
-        save_weights(path / WEIGHTS, self.model_, self.config_,
-                     DataInfo("sklearn", self.model_.data_shape, value_kind, False))
+        config, schema = self.config_, self.schema_
+        if schema.frame and self._is_table and not any(set(",=") & set(n) for n in schema.names):
+            # every column's type, so `vaekit evaluate RUN --data table.csv` reads a CSV of
+            # the same columns as this table
+            types = ",".join(f"{n}={k}" for n, k in zip(schema.names, schema.kinds))
+            config = merge(config, {"data": {"column_types": types}})
+        save_config(config, path / CONFIG)
+        save_weights(path / WEIGHTS, self.model_, config,
+                     DataInfo("sklearn", self.model_.data_shape, value_kind, False, None,
+                              tuple(schema.names) if schema.frame else None))
         params = self.get_params()
         params["hidden"] = list(self.config_.model.hidden)
         write_json(path / ESTIMATOR_FILE, {
