@@ -171,7 +171,7 @@ TASKS = {"mnist": mnist_tasks, "breast-cancer": breast_cancer_tasks, "penguins":
 def vaekit_options(task: str, args) -> dict:
     if task == "mnist":
         return dict(latent_dim=args.latent_dim, hidden=(256,), epochs=args.epochs,
-                    batch_size=128, device=args.device, likelihood=args.mnist_likelihood,
+                    batch_size=args.batch_size, device=args.device, likelihood=args.mnist_likelihood,
                     score_num_samples=args.score_samples)
     return dict(latent_dim=4, hidden=(64, 64), epochs=args.table_epochs, batch_size=32,
                 lr=3e-3, device=args.device)
@@ -253,6 +253,7 @@ def main(argv=None) -> None:
                         help="first N training images of the digit (default: all, ~6000)")
     parser.add_argument("--epochs", type=int, default=10, help="vaekit epochs on MNIST")
     parser.add_argument("--latent-dim", type=int, default=16, help="vaekit latent_dim on MNIST")
+    parser.add_argument("--batch-size", type=int, default=128, help="vaekit batch on MNIST")
     parser.add_argument("--mnist-likelihood", default="auto",
                         help="vaekit likelihood on MNIST: auto (per-pixel Gaussian), "
                              "continuous-bernoulli, gaussian")

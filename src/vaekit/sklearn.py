@@ -141,10 +141,9 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
             config = config_from_dict(values)
         except VaekitError as err:
             raise ValueError(str(err)) from None
-        for name in ("score_num_samples",):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.score_num_samples, (int, np.integer)) or self.score_num_samples < 1:
+            raise ValueError(f"score_num_samples must be a positive integer, got "
+                             f"{self.score_num_samples!r}")
         return config
 
     # -- data ------------------------------------------------------------------------------
