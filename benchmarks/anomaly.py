@@ -220,8 +220,7 @@ def run_task(task: str, args) -> dict:
 def table(task: str, results: dict) -> str:
     """Markdown: one row per detector, one column per task group (mean over seeds), then the
     mean over groups."""
-    groups = sorted({key.split(" / ")[0] for key in results},
-                    key=lambda g: (len(g), g))
+    groups = sorted({key.split(" / ")[0] for key in results})
     detectors = list(dict.fromkeys(d for row in results.values() for d in row if d != "_done"))
     lines = [f"| {task}: ROC-AUC (AP) | " + " | ".join(groups) + " | mean |",
              "| --- |" + " --- |" * (len(groups) + 1)]
