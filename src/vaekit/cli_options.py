@@ -41,6 +41,10 @@ TRAIN_OPTIONS = [
     ("--bits", "data", "bits", dict(type=int, metavar="N",
                                     help="quantize grey levels to 2^N levels (1..8) for a discrete "
                                          "likelihood, which then has 2^N bins")),
+    ("--column-types", "data", "column_types",
+     dict(metavar="auto|NAME=TYPE,...", help="read a .csv as a mixed-type table: auto (types "
+          "from the values) or e.g. age=numeric,city=categorical,visits=count,smoker=binary; "
+          "missing cells are left out of the likelihood")),
     ("--no-download", "data", "download", dict(action="store_const", const=False)),
     ("--arch", "model", "arch", dict(metavar=_one_of("model", "arch"))),
     ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),

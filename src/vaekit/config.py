@@ -79,6 +79,21 @@ class DataConfig(_Strict):
     download: bool = True  # download registered data sets when their files are missing
     # quantize grey levels to 2^bits levels for a discrete likelihood (None: the data's own levels)
     bits: int | None = None
+    # a CSV read as a mixed-type table: "auto" (types from the values) or declared types,
+    # "age=numeric,city=categorical" (numeric, binary, count, categorical); None: numbers only
+    column_types: str | None = None
+
+    @field_validator("column_types")
+    @classmethod
+    def _known_column_types(cls, spec: str | None) -> str | None:
+        from .data.tabular import parse_column_types
+        from .errors import DataError
+
+        try:
+            parse_column_types(spec)
+        except DataError as err:
+            raise ValueError(str(err)) from None
+        return spec
 
     @field_validator("binarize")
     @classmethod
@@ -106,8 +121,8 @@ class ModelConfig(_Strict):
     init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot)
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
     conv_hidden: int = Field(256, gt=0)  # width of the dense layer after the convolutions
-    # auto, bernoulli, gaussian, continuous-bernoulli; discrete grey levels: discretized-logistic,
-    # discretized-logistic-mixture, categorical
+    # auto, bernoulli, gaussian, continuous-bernoulli, table (mixed-type columns); discrete grey
+    # levels: discretized-logistic, discretized-logistic-mixture, categorical
     likelihood: str = "auto"
     likelihood_components: int = Field(10, gt=0)  # logistics per pixel of discretized-logistic-mixture
     # levels n of a discrete grey-level likelihood (None: filled from data.bits or the data set)
@@ -122,6 +137,9 @@ class ModelConfig(_Strict):
     flow_steps: int = Field(4, gt=0)  # steps of the flow prior and of planar/iaf posteriors
     flow_hidden: int = Field(64, gt=0)  # hidden width of coupling (flow prior) and MADE (iaf) nets
     vamp_init_from_data: bool = True  # vamp: start pseudo-inputs at random training examples
+    # a table's column types, one per column: numeric, binary, count, categorical:K (with the
+    # likelihood 'table'; vaekit.tables); None for arrays and images
+    columns: tuple[str, ...] | None = None
 
     @field_validator("latent_dim")
     @classmethod
@@ -143,6 +161,37 @@ class ModelConfig(_Strict):
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("model", info.field_name, name)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, columns: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from .tables import Column
+
+        if columns is not None:
+            if not columns:
+                raise ValueError("a table needs at least one column")
+            for text in columns:
+                Column.parse(text)
+        return columns
+
+    @model_validator(mode="after")
+    def _table_options(self) -> "ModelConfig":
+        if self.columns is None and self.likelihood == "table":
+            raise ValueError("likelihood 'table' needs the column types (model.columns, "
+                             "--column-types)")
+        if self.columns is not None:
+            if self.likelihood not in ("auto", "table"):
+                raise ValueError(f"a table with column types is modelled by likelihood 'table', "
+                                 f"not '{self.likelihood}'")
+            if self.arch != "mlp":
+                raise ValueError(f"tables use --arch mlp, not '{self.arch}'")
+            if self.standardize:
+                raise ValueError("a table standardizes its numeric columns inside the model; "
+                                 "drop standardize (--standardize)")
+            if self.prior == "vamp":
+                raise ValueError("prior 'vamp' learns pseudo-inputs in data space, which a table's "
+                                 "categories are not; use another prior")
+        return self
 
     @model_validator(mode="after")
     def _compatible_prior_and_posterior(self) -> "ModelConfig":
@@ -349,13 +398,17 @@ def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str,
     - likelihood: the data set's default, else Bernoulli for binary and grey-level [0, 1] data
       and Gaussian for real values;
     - binarize: ``dynamic`` for grey-level data under a Bernoulli likelihood, else ``none``;
-    - standardize: on for real-valued data (tables), whose columns come in arbitrary units;
+    - likelihood ``table`` when the column types are given (``model.columns``);
+    - standardize: on for real-valued data (tables), whose columns come in arbitrary units,
+      except under the table likelihood, which standardizes its numeric columns itself;
     - hidden sizes, latent dimension and epochs from the data set's ``defaults``
       (:func:`vaekit.data.dataset_defaults`);
     - levels of a discrete grey-level likelihood: 2^bits with ``data.bits``, else the data
       set's own number of grey levels ``levels`` (17 for digits, 256 for 8-bit images)."""
     model, train, data = config.model, config.train, config.data
     likelihood = model.likelihood
+    if likelihood == "auto" and model.columns is not None:
+        likelihood = "table"
     if likelihood == "auto":
         likelihood = defaults.get("likelihood") or (
             "gaussian" if value_kind == "real" else "bernoulli")
@@ -390,7 +443,8 @@ def resolve(config: RunConfig, *, defaults: dict[str, Any], value_kind: str,
             "levels": num_levels,
             "hidden": model.hidden if model.hidden is not None else defaults["hidden"],
             "latent_dim": model.latent_dim or defaults["latent_dim"],
-            "standardize": (value_kind == "real") if model.standardize is None else model.standardize,
+            "standardize": (value_kind == "real" and model.columns is None)
+                           if model.standardize is None else model.standardize,
         },
         "train": {"epochs": train.epochs or defaults["epochs"]},
     })

@@ -24,6 +24,7 @@ from torch.distributions import (Bernoulli, Categorical, ContinuousBernoulli, Di
 from torch.distributions.utils import broadcast_all
 
 from .errors import DataError
+from .tables import TableLikelihood
 
 
 class _LogitsLikelihood(nn.Module):
@@ -426,6 +427,7 @@ LIKELIHOODS: dict[str, type[nn.Module]] = {
     "discretized-logistic": DiscretizedLogisticLikelihood,
     "discretized-logistic-mixture": DiscretizedLogisticMixtureLikelihood,
     "categorical": CategoricalLikelihood,
+    "table": TableLikelihood,  # mixed-type columns with missing values (vaekit.tables)
 }
 
 

@@ -15,6 +15,7 @@ from .likelihoods import LIKELIHOODS, GaussianLikelihood, needs_levels
 from .nets import INITIALIZATIONS, MLP, ConvDecoderNet, ConvEncoderNet, ScaleLevels, Standardize
 from .posteriors import POSTERIORS
 from .priors import PRIORS
+from .tables import table_mlp_networks
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -139,7 +140,11 @@ def posterior_mean(q_z: Distribution, num_samples: int = 64) -> torch.Tensor:
 def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int,
                  decoder_shape: tuple[int, ...] | None = None):
     """Encoder and decoder MLPs with the hidden sizes ``cfg.hidden`` (mirrored in the decoder);
-    the decoder outputs ``decoder_shape`` (default: the data's shape)."""
+    the decoder outputs ``decoder_shape`` (default: the data's shape). For a table
+    (``cfg.columns``) the encoder reads the table's encoding of a row and the decoder outputs
+    the parameters of its columns (:func:`vaekit.tables.table_mlp_networks`)."""
+    if cfg.columns is not None:
+        return table_mlp_networks(cfg, data_shape, enc_out)
     hidden = list(cfg.hidden)
     enc = MLP(data_shape, (enc_out,), hidden, cfg.activation)
     dec = MLP((cfg.latent_dim,), decoder_shape or data_shape, hidden[::-1], cfg.activation)
@@ -213,6 +218,8 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     elif likelihood_cls is GaussianLikelihood:
         decoder = GaussianLikelihood(dec_net, data_shape, cfg.gaussian_scale,
                                      cfg.gaussian_init_scale, cfg.gaussian_min_scale)
+    elif hasattr(likelihood_cls, "from_config"):  # options of its own in the config
+        decoder = likelihood_cls.from_config(dec_net, data_shape, cfg)
     else:
         decoder = likelihood_cls(dec_net, data_shape)
     return VAE(encoder, decoder, prior, data_shape)

@@ -50,12 +50,14 @@ class DataInfo:
     value_kind: str  # binary, unit (grey levels in [0, 1]) or real
     is_image: bool
     class_names: tuple[str, ...] | None = None  # what label i means, when known
+    column_names: tuple[str, ...] | None = None  # a mixed-type table's columns
 
     def to_meta(self) -> dict[str, Any]:
         """The JSON form stored in weights and checkpoints."""
         meta = asdict(self)
         meta["data_shape"] = list(self.data_shape)
         meta["class_names"] = list(self.class_names) if self.class_names is not None else None
+        meta["column_names"] = list(self.column_names) if self.column_names is not None else None
         del meta["name"]  # the config holds it
         return meta
 
@@ -69,9 +71,11 @@ class DataInfo:
         data_shape = meta.get("data_shape")
         if not data_shape:
             raise CheckpointError("the run's files lack the data shape; finish or retrain the run")
+        columns = meta.get("column_names")
         return cls(name, tuple(data_shape), meta.get("value_kind", "unit"),
                    bool(meta.get("is_image", len(data_shape) == 3)),
-                   tuple(names) if names is not None else class_names_of(name))
+                   tuple(names) if names is not None else class_names_of(name),
+                   tuple(columns) if columns is not None else None)
 
 
 def read_json(path: Path) -> dict:
@@ -141,7 +145,7 @@ class Run:
         dataset = load_dataset(dc.name if source is None else source,
                                dc.data_dir if data_dir is None and source is None else data_dir,
                                val_fraction=dc.val_fraction, split_seed=dc.split_seed,
-                               download=dc.download)
+                               download=dc.download, column_types=dc.column_types)
         x, labels = dataset.split(name)
         check_data_shape(self.model, x, f"split '{name}' of {dataset.name}")
         x = prepare_split(x, name, dc.binarize, dc.split_seed, self.config.model.levels,

@@ -31,6 +31,7 @@ class Dataset:
     # number of grey levels the values k / (levels - 1) come from (17 for digits, 256 for 8-bit
     # images, 2 for binary data); None when not known
     levels: int | None = None
+    table: Any = None  # a mixed-type table's TableSchema (vaekit.data.tabular), else None
 
     @property
     def data_shape(self) -> tuple[int, ...]:

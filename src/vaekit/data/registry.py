@@ -51,7 +51,8 @@ def class_names_of(name: str) -> tuple[str, ...] | None:
 
 
 def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1,
-                 split_seed: int = 0, download: bool = True) -> Dataset:
+                 split_seed: int = 0, download: bool = True,
+                 column_types: str | None = None) -> Dataset:
     """Loads a registered data set by name (:data:`DATASET_NAMES`) or the user's data from a path.
 
     - ``digits``: scikit-learn's 1797 8x8 digits / 16, split ~80/10/10 with ``split_seed``.
@@ -63,10 +64,15 @@ def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fractio
       (numeric, optional header and label/class/target column) or a folder of PNG/JPEG images
       (class sub-folders become labels). Missing splits are drawn with ``split_seed``:
       ``val_fraction`` of the examples for validation and as many for test.
+    - with ``column_types`` (``"auto"`` or ``"age=numeric,city=categorical"``) a ``.csv`` is a
+      mixed-type table read with pandas (:func:`vaekit.data.tabular.load_table_csv`): category
+      codes, NaN for missing cells, its schema in ``Dataset.table``.
 
     Returns a :class:`Dataset` of float32 tensors [N, *data_shape]: images [N, C, H, W], vectors
     [N, D]. Raises :class:`DataError` for anything missing, corrupt or malformed."""
     check_val_fraction(val_fraction)
+    if source in DATASETS and column_types is not None:
+        raise DataError(f"--column-types applies to a .csv table, not the data set '{source}'")
     if source in DATASETS:
         directory = Path(data_dir).expanduser() if data_dir is not None else None
         return DATASETS[source].load(directory, val_fraction=val_fraction, split_seed=split_seed,
@@ -77,4 +83,11 @@ def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fractio
             raise DataError(f"{source}: no such file or directory; check the path")
         raise DataError(f"unknown data set '{source}'; use one of {', '.join(DATASET_NAMES)} or a "
                         f"path to a {', '.join(FILE_LOADERS)} file or a folder of PNG/JPEG images")
+    if column_types is not None:
+        from .tabular import load_table_csv
+
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"--column-types reads a .csv table, not '{path.name}'")
+        return load_table_csv(path, column_types, val_fraction=val_fraction,
+                              split_seed=split_seed)
     return load_path(path, val_fraction=val_fraction, split_seed=split_seed)

@@ -14,7 +14,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
-from ..config import RunConfig, resolve, save_config
+from ..config import RunConfig, merge, resolve, save_config
 from ..data import Dataset, TensorBatches, dataset_defaults, dynamic_binarize, load_dataset, \
     prepare_data
 from ..distributed import (all_ranks_agree, all_reduce_sum, per_rank_batch_size, process_group,
@@ -72,7 +72,11 @@ class Trainer:
         self.dataset = dataset or load_dataset(
             config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
             split_seed=config.data.split_seed, download=config.data.download,
+            column_types=config.data.column_types,
         )
+        table = self.dataset.table
+        if table is not None and config.model.columns is None:  # the table's column types
+            config = merge(config, {"model": {"columns": list(table.column_specs)}})
         self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
                               value_kind=self.dataset.value_kind, levels=self.dataset.levels,
                               name=f"'{self.dataset.name}'")
@@ -94,6 +98,9 @@ class Trainer:
             loc, scale = self.data.train.mean(0), self.data.train.std(0)
             # constant columns keep their values: scale 1 instead of a division by zero
             self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
+        for module in self.model.modules():  # a table's column scaling (vaekit.tables)
+            if hasattr(module, "fit_scaling"):
+                module.fit_scaling(self.data.train.to(self.device))
         self.train_x = self.data.train.to(self.device)
         prior = getattr(self.model.prior, "top", self.model.prior)  # several layers: the top
         if self.config.model.vamp_init_from_data and hasattr(prior, "init_from_data"):
@@ -149,7 +156,7 @@ class Trainer:
     def data_info(self) -> DataInfo:
         d = self.dataset
         return DataInfo(self.config.data.name, d.data_shape, d.value_kind, d.is_image,
-                        d.class_names)
+                        d.class_names, tuple(d.table.names) if d.table is not None else None)
 
     # -- the whole job ---------------------------------------------------------------------
     def fit(self) -> Path:
