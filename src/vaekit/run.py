@@ -168,12 +168,20 @@ class Run:
             raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
         if num_examples is not None and num_examples <= 0:
             raise ConfigError("--num-examples must be a positive number of examples")
-        x, _ = self.split(split, source, data_dir)
+        x, labels = self.split(split, source, data_dir)
         if num_examples:
-            x = x[:num_examples]
-        result = {"split": split, **evaluate_model(
-            self.model, x, num_samples=num_samples, batch_size=batch_size,
-            is_image=self.data.is_image, seed=seed, progress=progress, distributed=distributed)}
+            x, labels = x[:num_examples], (labels[:num_examples] if labels is not None else None)
+        if getattr(self.model, "num_classes", None):  # conditional: given the labels
+            from .conditional import evaluate_run_model
+
+            result = {"split": split, **evaluate_run_model(
+                self.model, x, labels, num_samples=num_samples, batch_size=batch_size,
+                is_image=self.data.is_image, seed=seed)}
+        else:
+            result = {"split": split, **evaluate_model(
+                self.model, x, num_samples=num_samples, batch_size=batch_size,
+                is_image=self.data.is_image, seed=seed, progress=progress,
+                distributed=distributed)}
         own_test_set = source is None and split == "test"  # (a --data-dir of its own data set too)
         if own_test_set if save is None else save:
             self.evaluation = result
