@@ -355,3 +355,19 @@ def test_semi_supervised_digits_run_classifies_and_records_its_labels(tmp_path, 
     assert rows[0] == "index,label,class" and len(rows) == 1 + result["num_examples"]
     assert main(["classify", str(out), "--out", str(tmp_path / "labels.npy")]) == 0
     assert np.load(tmp_path / "labels.npy").shape == (result["num_examples"],)
+
+
+def test_explorer_decodes_with_the_chosen_class(digits_run):
+    import vaekit
+    from vaekit.view.explorer import LatentSpace, RequestError
+
+    run = vaekit.load(digits_run)
+    x, labels = run.split("test")
+    space = LatentSpace(run.model, x[:50], labels[:50], is_image=True)
+    info = space.info()
+    assert info["conditional"] and info["num_classes"] == 10
+    z = [0.0] * info["latent_dim"]
+    three, four = space.decode({"z": z, "label": 3}), space.decode({"z": z, "label": 4})
+    assert three["image"].startswith("data:image/png") and three["image"] != four["image"]
+    with pytest.raises(RequestError, match="label"):
+        space.decode({"z": z, "label": 12})
