@@ -196,14 +196,19 @@ class Run:
         """Posterior means E_q[z|x] ``[N, L]`` of a split (first ``num`` examples), with
         ``num_samples`` draws z ~ q(z|x) per example ``[N, S, L]`` when asked, and the labels
         when the data has them: ``{"mean", "samples"?, "labels"?}`` as numpy arrays. With
-        several stochastic layers, of the layer ``layer`` (1 = next to x; None: the top)."""
+        several stochastic layers, of the layer ``layer`` (1 = next to x; None: the top). A
+        conditional model's codes are those of q(z | x, y) with the split's labels."""
         where = self.model.layer_slice(layer)
         x, labels = self.split(split, source, data_dir)
         if num:
             x, labels = x[:num], (labels[:num] if labels is not None else None)
         means, draws = [], []
+        conditional = bool(getattr(self.model, "num_classes", None))  # codes of q(z | x, y)
+        if conditional and labels is None:
+            raise DataError("a conditional model encodes x with its label; this split has none")
         for start in range(0, len(x), batch_size):
-            q_z = self.model.encode(x[start : start + batch_size])
+            given = (labels[start : start + batch_size],) if conditional else ()
+            q_z = self.model.encode(x[start : start + batch_size], *given)
             means.append(posterior_mean(q_z)[..., where])
             if num_samples:
                 draws.append(q_z.sample((num_samples,)).transpose(0, 1)[..., where])
