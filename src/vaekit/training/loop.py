@@ -181,7 +181,8 @@ class Trainer:
                 self.run_epoch()
             if self.best_weights is not None:  # early stopping: the best epoch's weights
                 self.eval_model.load_state_dict(self.best_weights)
-            test = self.evaluate(self.data.test, self.data.test_labels)  # every rank takes part; rank 0 writes
+            test = self.evaluate(self.data.test) if self.conditioning is None else \
+                self.evaluate(self.data.test, self.data.test_labels)  # every rank takes part; rank 0 writes
             if self.is_main:
                 self._finish(test)
         return self.run_dir
@@ -192,7 +193,8 @@ class Trainer:
         start = time.perf_counter()
         train = self.train_epoch()
         seconds = time.perf_counter() - start
-        val = self.evaluate(self.data.val, self.dataset.val_labels)
+        val = self.evaluate(self.data.val) if self.conditioning is None else \
+            self.evaluate(self.data.val, self.dataset.val_labels)
         metrics = {"epoch": self.epoch, "step": self.step, **train,
                    "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
                    "val_kl": val["kl"], "beta": self._beta(), "lr": current_lr(self.optimizer),
@@ -239,7 +241,7 @@ class Trainer:
                 x, y = self.conditioning.with_labelled(x, next(labels), self.step)
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
-            terms = self.train_step(x, y)
+            terms = self.train_step(x) if y is None else self.train_step(x, y)
             if bar is not None:
                 bar.update()
                 if terms is not None and self.step % 20 == 0:
