@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", allow_abbrev=False, help="decode samples from the prior")
     p.add_argument("run_dir")
-    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--num", type=int, default=None,
+                   help="samples (default 64; with --label all: per class, default 8)")
+    p.add_argument("--label", help="conditional model: the class to draw (index or name), or "
+                                   "'all' for one row per class")
     p.add_argument("--out", required=True, help=".png grid or .npy array")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
@@ -79,11 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--out", required=True)
             p.add_argument("--num", type=int, default=None, help="at most this many examples")
+        if name == "reconstruct":
+            p.add_argument("--as-label", help="conditional model: decode with this class "
+                                              "instead of the true one (the same style, another "
+                                              "class)")
         if name == "encode":
             p.add_argument("--samples", type=int, default=0,
                            help="also draw this many z ~ q(z|x) per example (saved as .npz)")
             p.add_argument("--layer", type=int, default=None,
                            help="stochastic layer to encode (1 = next to x; default: the top)")
+
+    p = sub.add_parser("classify", allow_abbrev=False,
+                       help="semi-supervised model: predict the classes of a data split")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help=".npy or .csv file of predicted labels")
+    p.add_argument("--data", help="data set or path (default: the run's)")
+    p.add_argument("--data-dir")
+    p.add_argument("--split", choices=SPLITS, default="test")
 
     p = sub.add_parser("interpolate", allow_abbrev=False, help="decode paths between encodings")
     p.add_argument("run_dir")
@@ -158,12 +173,23 @@ def cmd_sample(args) -> int:
     from .run import load
 
     _check_count(args.num)
-    model = load(args.run_dir).model
-    x = model.sample(args.num, use_mean=not args.draw,
-                     generator=torch.Generator().manual_seed(args.seed))
+    run = load(args.run_dir)
+    model = run.model
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.label is not None:
+        from .conditional import conditional_samples
+
+        x, nrow = conditional_samples(run, args.label, args.num, use_mean=not args.draw,
+                                      generator=generator)
+        if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]
+            x = model.to_unit(x)
+        _save_array_or_grid(x, args.out, nrow=nrow)
+        return 0
+    num = 64 if args.num is None else args.num
+    x = model.sample(num, use_mean=not args.draw, generator=generator)
     if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]; an array: data units
         x = model.to_unit(x)
-    _save_array_or_grid(x, args.out, nrow=min(args.num, 8) if args.num <= 64 else None)
+    _save_array_or_grid(x, args.out, nrow=min(num, 8) if num <= 64 else None)
     return 0
 
 
@@ -173,6 +199,14 @@ def cmd_reconstruct(args) -> int:
 
     _check_count(args.num)
     run = load(args.run_dir)
+    if getattr(run.model, "num_classes", None) or args.as_label is not None:
+        from .conditional import conditional_reconstructions
+
+        x, nrow = conditional_reconstructions(run, args.split, args.data, args.data_dir,
+                                              args.num or 32, args.as_label,
+                                              grid=Path(args.out).suffix == ".png")
+        _save_array_or_grid(x, args.out, nrow=nrow)
+        return 0
     x, _ = run.split(args.split, args.data, args.data_dir)
     x = x[: args.num or 32]
     if Path(args.out).suffix == ".png":
@@ -195,6 +229,20 @@ def cmd_encode(args) -> int:
     save_arrays(args.out, codes if args.samples else {"mean": z})
     print(f"wrote {args.out} ({len(z)} x {z.shape[1]} posterior means"
           + (f", {args.samples} samples each" if args.samples else "") + ")")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .run import load
+    from .semisupervised import classify_split
+
+    run = load(args.run_dir)
+    predicted, labels = classify_split(run, args.split, args.data, args.data_dir, args.out)
+    line = f"wrote {args.out} ({len(predicted)} predicted labels"
+    if labels is not None:
+        error = float((predicted != labels).double().mean())
+        line += f"; classification error {100 * error:.2f}% against the split's labels"
+    print(line + ")")
     return 0
 
 
@@ -233,6 +281,11 @@ def cmd_evaluate(args) -> int:
         return 0
     if args.json:
         print(json.dumps(result))
+        return 0
+    if "conditioned_on" in result:
+        from .conditional import format_evaluation
+
+        print(format_evaluation(result, args.split))
         return 0
     print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
           f"{result['reconstruction']:.2f} nats/example  KL {result['kl']:.2f} nats/example  "
@@ -306,6 +359,7 @@ COMMANDS = {
     "reconstruct": cmd_reconstruct,
     "encode": cmd_encode,
     "interpolate": cmd_interpolate,
+    "classify": cmd_classify,
     "evaluate": cmd_evaluate,
     "report": cmd_report,
     "explore": cmd_explore,

@@ -77,6 +77,22 @@ TRAIN_OPTIONS = [
     ("--flow-hidden", "model", "flow_hidden", dict(type=int, help="hidden width of flow networks")),
     ("--no-vamp-init-from-data", "model", "vamp_init_from_data",
      dict(action="store_const", const=False, help="vamp: random pseudo-inputs, not data")),
+    ("--conditional", "model", "conditional",
+     dict(action="store_const", const=True, help="conditional VAE: q(z|x,y), p(x|z,y), y the "
+                                                "class label (Sohn et al. 2015)")),
+    ("--conditional-prior", "model", "conditional_prior",
+     dict(nargs="?", const="class", metavar=_one_of("model", "conditional_prior"),
+          help="learned prior p(z|y): class (default: one Gaussian per class) or net")),
+    ("--semi-supervised", "model", "semi_supervised",
+     dict(action="store_const", const=True,
+          help="M2 (Kingma et al. 2014): classifier q(y|x) learned from --labels-per-class "
+               "labels and the unlabelled rest")),
+    ("--labels-per-class", "train", "labels_per_class",
+     dict(type=int, help="semi-supervised: labelled training examples per class (10: 100 on "
+                         "MNIST), chosen with --seed")),
+    ("--classification-weight", "train", "classification_weight",
+     dict(type=float, help="semi-supervised: alpha of the classification loss (default "
+                           "0.1 N / N_labelled)")),
     ("--epochs", "train", "epochs", dict(type=int)),
     ("--batch-size", "train", "batch_size", dict(type=int)),
     ("--lr", "train", "lr", dict(type=float)),

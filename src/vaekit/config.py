@@ -34,6 +34,7 @@ class _Strict(BaseModel):
 def choices(section: str, key: str) -> tuple[str, ...]:
     """The valid names of the option ``section.key`` (e.g. ``("model", "prior")``), from its
     registry."""
+    from .conditional import CONDITIONAL_PRIORS
     from .data.preparation import BINARIZATIONS
     from .hierarchy import INFERENCES
     from .likelihoods import LIKELIHOODS, GaussianLikelihood
@@ -59,6 +60,7 @@ def choices(section: str, key: str) -> tuple[str, ...]:
         ("train", "lr_schedule"): LR_SCHEDULES,
         ("model", "init"): INITIALIZATIONS,
         ("model", "inference"): INFERENCES,
+        ("model", "conditional_prior"): CONDITIONAL_PRIORS,
     }
     return tuple(registries[section, key])
 
@@ -140,6 +142,11 @@ class ModelConfig(_Strict):
     # a table's column types, one per column: numeric, binary, count, categorical:K (with the
     # likelihood 'table'; vaekit.tables); None for arrays and images
     columns: tuple[str, ...] | None = None
+    conditional: bool = False  # conditional VAE: q(z|x,y), p(x|z,y) with y the class label
+    # p(z|y) of a conditional model: none (the prior p(z)), class (a Gaussian per class), net
+    conditional_prior: str = "none"
+    semi_supervised: bool = False  # M2 (Kingma et al. 2014): a conditional VAE with a classifier q(y|x)
+    num_classes: int | None = Field(None, gt=0)  # classes y of a conditional model (filled in from the data)
 
     @field_validator("latent_dim")
     @classmethod
@@ -157,7 +164,7 @@ class ModelConfig(_Strict):
         return tuple(dim) if isinstance(dim, tuple) else (dim,)
 
     @field_validator("arch", "activation", "init", "likelihood", "gaussian_scale", "prior",
-                     "posterior", "inference")
+                     "posterior", "inference", "conditional_prior")
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("model", info.field_name, name)
@@ -209,6 +216,12 @@ class ModelConfig(_Strict):
                 f"posterior '{self.posterior}' has one stochastic layer; a model with several "
                 f"(--latent-dim {','.join(map(str, self.latent_dim))}) uses diagonal Gaussian "
                 "layers chosen with --inference (top-down or bottom-up)")
+        if self.conditional_prior != "none" and not (self.conditional or self.semi_supervised):
+            raise ValueError("conditional_prior (--conditional-prior) is the prior p(z|y) of a "
+                             "conditional model: add --conditional")
+        if self.conditional_prior != "none" and self.prior != "normal":
+            raise ValueError(f"conditional_prior '{self.conditional_prior}' replaces the prior "
+                             f"p(z) by p(z|y); it cannot be combined with prior '{self.prior}'")
         return self
 
     @model_validator(mode="after")
@@ -259,6 +272,9 @@ class TrainConfig(_Strict):
     compile: bool = False  # torch.compile the training loss (first steps slower, later faster)
     report: bool = True  # write report.html into the run directory at the end
     tensorboard: bool = False  # also log scalars and image grids for TensorBoard
+    labels_per_class: int | None = Field(None, gt=0)  # semi-supervised: labelled training examples per class
+    # semi-supervised: weight alpha of the mean classification loss (None: 0.1 N / N_labelled)
+    classification_weight: float | None = Field(None, ge=0)
 
     @field_validator("objective", "gradient_estimator", "precision", "lr_schedule")
     @classmethod
@@ -320,6 +336,20 @@ class RunConfig(_Strict):
             raise ValueError(f"objective 'iwae-dreg' evaluates q(z|x) with its parameters "
                              f"detached, which posterior '{posterior}' (learned transforms) "
                              f"cannot; use objective 'iwae' or posterior {' or '.join(valid)}")
+        if self.model.semi_supervised and self.train.labels_per_class is None:
+            raise ValueError("a semi-supervised model (--semi-supervised) needs "
+                             "--labels-per-class N (train.labels_per_class)")
+        if not self.model.semi_supervised and (self.train.labels_per_class is not None
+                                               or self.train.classification_weight is not None):
+            raise ValueError("labels_per_class and classification_weight (--labels-per-class, "
+                             "--classification-weight) apply to --semi-supervised only")
+        if self.model.semi_supervised and (self.train.objective != "elbo"
+                                           or self.train.gradient_estimator != "reparameterization"
+                                           or self.train.beta != 1.0 or self.train.free_bits > 0
+                                           or self.train.kl_warmup_epochs > 0):
+            raise ValueError("a semi-supervised model trains the M2 bound (ELBO terms summed over "
+                             "the classes): objective elbo, reparameterized, without beta, "
+                             "KL warm-up or free bits")
         return self
 
 

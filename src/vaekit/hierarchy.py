@@ -161,10 +161,11 @@ class HierarchicalPrior(nn.Module):
         """z_{layer+1} -> p(z_layer | z_{layer+1}) (0-based layer < L - 1)."""
         return gaussian_of(self.down_nets[layer], run)
 
-    def forward(self) -> LayeredLatent:
+    def forward(self, *condition: torch.Tensor) -> LayeredLatent:
+        """``condition``: passed to the top prior (a conditional model's p(z_L | y))."""
         top = len(self.sizes) - 1
         order = list(range(top, -1, -1))
-        return LayeredLatent(self.top(), [self.conditional(layer) for layer in order[1:]],
+        return LayeredLatent(self.top(*condition), [self.conditional(layer) for layer in order[1:]],
                              self.sizes, order)
 
     @torch.no_grad()

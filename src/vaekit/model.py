@@ -177,7 +177,21 @@ NETWORKS = {"mlp": mlp_networks, "conv": conv_networks}
 def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
     """Builds the VAE a resolved :class:`ModelConfig` describes, for data of ``data_shape``:
     one stochastic layer, or several (``latent_dim`` a list, :mod:`vaekit.hierarchy`) whose
-    bottom layer has the networks of ``cfg.arch`` towards x."""
+    bottom layer has the networks of ``cfg.arch`` towards x; conditioned on a label
+    (``cfg.conditional``, ``cfg.semi_supervised``: :mod:`vaekit.conditional`)."""
+    if cfg.conditional or cfg.semi_supervised:
+        from .conditional import build_conditional_model
+
+        return build_conditional_model(cfg, data_shape)
+    return VAE(*build_parts(cfg, data_shape), data_shape)
+
+
+def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: int = 0
+                ) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The encoder, decoder and prior modules of :func:`build_model`. With ``condition_dim`` C
+    > 0 (a conditional model) the encoder network reads ``join(x, y)`` of
+    :func:`vaekit.conditional.joined_shape` (x standardized before, by the model) and the
+    decoder network ``[z_1, y]``, L_1 + C numbers."""
     data_shape = tuple(data_shape)
     sizes = cfg.latent_sizes
     posterior_cls = POSTERIORS[cfg.posterior]
@@ -194,25 +208,41 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
         per_dim = likelihood_cls.params_per_dim(cfg.levels, cfg.likelihood_components)
         decoder_shape = (per_dim * data_shape[0], *data_shape[1:])
     bottom = cfg.model_copy(update={"latent_dim": sizes[0]})
-    enc_net, dec_net = NETWORKS[cfg.arch](bottom, data_shape,
-                                          posterior_cls.param_dim(sizes[0], **flow_options),
-                                          decoder_shape=decoder_shape)
+    enc_out = posterior_cls.param_dim(sizes[0], **flow_options)
+    encoder_shape = data_shape
+    if condition_dim:
+        from .conditional import joined_shape
+
+        encoder_shape = joined_shape(cfg.arch, data_shape, condition_dim)
+        enc_net = NETWORKS[cfg.arch](bottom, encoder_shape, enc_out,
+                                     decoder_shape=decoder_shape)[0]
+        _, dec_net = NETWORKS[cfg.arch](
+            bottom.model_copy(update={"latent_dim": sizes[0] + condition_dim}), data_shape, enc_out,
+            decoder_shape=decoder_shape)
+    else:
+        enc_net, dec_net = NETWORKS[cfg.arch](bottom, data_shape, enc_out,
+                                              decoder_shape=decoder_shape)
     if INITIALIZATIONS[cfg.init] is not None:
         INITIALIZATIONS[cfg.init](enc_net)
         INITIALIZATIONS[cfg.init](dec_net)
-    if cfg.standardize:
+    if cfg.standardize and not condition_dim:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
-    if discrete_levels:
+    if discrete_levels and not condition_dim:  # (a conditional model scales x before joining y)
         enc_net = nn.Sequential(ScaleLevels(cfg.levels), enc_net)
     if len(sizes) > 1:
         from .hierarchy import TakeBottomLayer, hierarchical_latents
 
-        dec_net = nn.Sequential(TakeBottomLayer(sizes[0]), dec_net)
-        encoder, prior = hierarchical_latents(cfg, enc_net, data_shape)
+        if condition_dim:
+            from .conditional import BottomLayerAndCondition
+
+            dec_net = nn.Sequential(BottomLayerAndCondition(sizes[0], sum(sizes)), dec_net)
+        else:
+            dec_net = nn.Sequential(TakeBottomLayer(sizes[0]), dec_net)
+        encoder, prior = hierarchical_latents(cfg, enc_net, encoder_shape)
     else:
         encoder = posterior_cls(enc_net, sizes[0], **flow_options)
         prior = PRIORS[cfg.prior](sizes[0], num_components=cfg.prior_components,
-                                  encoder=encoder, data_shape=data_shape, **flow_options)
+                                  encoder=encoder, data_shape=encoder_shape, **flow_options)
     if discrete_levels:
         decoder = likelihood_cls(dec_net, data_shape, cfg.levels, cfg.likelihood_components)
     elif likelihood_cls is GaussianLikelihood:
@@ -222,7 +252,7 @@ def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
         decoder = likelihood_cls.from_config(dec_net, data_shape, cfg)
     else:
         decoder = likelihood_cls(dec_net, data_shape)
-    return VAE(encoder, decoder, prior, data_shape)
+    return encoder, decoder, prior
 
 
 def num_parameters(model: nn.Module) -> int:

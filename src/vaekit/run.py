@@ -173,12 +173,20 @@ class Run:
             raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
         if num_examples is not None and num_examples <= 0:
             raise ConfigError("--num-examples must be a positive number of examples")
-        x, _ = self.split(split, source, data_dir)
+        x, labels = self.split(split, source, data_dir)
         if num_examples:
-            x = x[:num_examples]
-        result = {"split": split, **evaluate_model(
-            self.model, x, num_samples=num_samples, batch_size=batch_size,
-            is_image=self.data.is_image, seed=seed, progress=progress, distributed=distributed)}
+            x, labels = x[:num_examples], (labels[:num_examples] if labels is not None else None)
+        if getattr(self.model, "num_classes", None):  # conditional: given the labels
+            from .conditional import evaluate_run_model
+
+            result = {"split": split, **evaluate_run_model(
+                self.model, x, labels, num_samples=num_samples, batch_size=batch_size,
+                is_image=self.data.is_image, seed=seed)}
+        else:
+            result = {"split": split, **evaluate_model(
+                self.model, x, num_samples=num_samples, batch_size=batch_size,
+                is_image=self.data.is_image, seed=seed, progress=progress,
+                distributed=distributed)}
         own_test_set = source is None and split == "test"  # (a --data-dir of its own data set too)
         if own_test_set if save is None else save:
             self.evaluation = result
@@ -193,14 +201,19 @@ class Run:
         """Posterior means E_q[z|x] ``[N, L]`` of a split (first ``num`` examples), with
         ``num_samples`` draws z ~ q(z|x) per example ``[N, S, L]`` when asked, and the labels
         when the data has them: ``{"mean", "samples"?, "labels"?}`` as numpy arrays. With
-        several stochastic layers, of the layer ``layer`` (1 = next to x; None: the top)."""
+        several stochastic layers, of the layer ``layer`` (1 = next to x; None: the top). A
+        conditional model's codes are those of q(z | x, y) with the split's labels."""
         where = self.model.layer_slice(layer)
         x, labels = self.split(split, source, data_dir)
         if num:
             x, labels = x[:num], (labels[:num] if labels is not None else None)
         means, draws = [], []
+        conditional = bool(getattr(self.model, "num_classes", None))  # codes of q(z | x, y)
+        if conditional and labels is None:
+            raise DataError("a conditional model encodes x with its label; this split has none")
         for start in range(0, len(x), batch_size):
-            q_z = self.model.encode(x[start : start + batch_size])
+            given = (labels[start : start + batch_size],) if conditional else ()
+            q_z = self.model.encode(x[start : start + batch_size], *given)
             means.append(posterior_mean(q_z)[..., where])
             if num_samples:
                 draws.append(q_z.sample((num_samples,)).transpose(0, 1)[..., where])

@@ -80,6 +80,12 @@ class Trainer:
         self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
                               value_kind=self.dataset.value_kind, levels=self.dataset.levels,
                               name=f"'{self.dataset.name}'")
+        self.conditioning = None  # the labels a conditional or semi-supervised model trains on
+        if self.config.model.conditional or self.config.model.semi_supervised:
+            from .conditioning import Conditioning
+
+            self.conditioning = Conditioning(self.config, self.dataset)
+            self.config = self.conditioning.config
         tc = self.config.train
         if tc.objective != "elbo" and tc.num_samples < 2:
             self.log(f"note: --objective {tc.objective} with --num-samples 1 is the ELBO")
@@ -104,9 +110,13 @@ class Trainer:
         self.train_x = self.data.train.to(self.device)
         prior = getattr(self.model.prior, "top", self.model.prior)  # several layers: the top
         if self.config.model.vamp_init_from_data and hasattr(prior, "init_from_data"):
-            prior.init_from_data(self.train_x)  # (resume overwrites it below)
+            # (resume overwrites it below); a conditional model's pseudo-inputs hold [x, y]
+            prior.init_from_data(self.train_x if self.conditioning is None else
+                                 self.conditioning.joined(self.model, self.train_x))
         self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
                                      seed=tc.seed, rank=self.rank, world_size=self.world_size)
+        if self.conditioning is not None:  # the same permutation: label batches match x batches
+            self.conditioning.batch_like(self.batches, self.device)
         self.optimizer = make_optimizer(self.model, tc.lr, self.device, betas=tc.adam_betas,
                                         eps=tc.adam_eps)
         self.scheduler = make_scheduler(self.optimizer, tc)
@@ -121,7 +131,7 @@ class Trainer:
         self.callbacks = default_callbacks(self.config) if callbacks is None else list(callbacks)
         self.stop = StopSignals()  # entered by fit(); outside it, never requested
         # the loss module: training_loss inside DDP under a process group, autocast, compiled
-        self.loss_fn = training_loss
+        self.loss_fn = training_loss if self.conditioning is None else self.conditioning.loss_fn
         self.loss = wrap_for_training(self.model, self.device, self.loss_fn,
                                       precision=tc.precision, compile=tc.compile)
         self.scaler = grad_scaler(self.device, tc.precision)
@@ -165,6 +175,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / CONFIG)
+            if self.conditioning is not None:
+                self.conditioning.write(self.run_dir)
             if not self.resumed:
                 self.log(f"training on {self.dataset.name} {tuple(self.dataset.data_shape)}: "
                          f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
@@ -178,7 +190,8 @@ class Trainer:
                 self.run_epoch()
             if self.best_weights is not None:  # early stopping: the best epoch's weights
                 self.eval_model.load_state_dict(self.best_weights)
-            test = self.evaluate(self.data.test)  # every rank takes part; rank 0 writes
+            test = self.evaluate(self.data.test) if self.conditioning is None else \
+                self.evaluate(self.data.test, self.data.test_labels)  # every rank takes part; rank 0 writes
             if self.is_main:
                 self._finish(test)
         return self.run_dir
@@ -189,12 +202,14 @@ class Trainer:
         start = time.perf_counter()
         train = self.train_epoch()
         seconds = time.perf_counter() - start
-        val = self.evaluate(self.data.val)
+        val = self.evaluate(self.data.val) if self.conditioning is None else \
+            self.evaluate(self.data.val, self.dataset.val_labels)
         metrics = {"epoch": self.epoch, "step": self.step, **train,
                    "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
                    "val_kl": val["kl"], "beta": self._beta(), "lr": current_lr(self.optimizer),
                    "seconds": seconds, "images_per_second": len(self.train_x) / max(seconds, 1e-9),
-                   "skipped_steps": self.skipped_steps}
+                   "skipped_steps": self.skipped_steps,
+                   **{f"val_{k}": v for k, v in val.items() if k == "classification_error"}}
         step_scheduler(self.scheduler, val["elbo"])
         if self.config.train.early_stopping:
             metrics.update(self._track_best(val["elbo"]))
@@ -227,10 +242,15 @@ class Trainer:
 
             bar = tqdm(total=len(self.batches), initial=progress.batch, leave=False,
                        desc=f"epoch {self.epoch + 1}/{tc.epochs}", dynamic_ncols=True)
+        labels = (self.conditioning.iterate(self.epoch, progress.batch, last)
+                  if self.conditioning is not None else None)
         for x in self.batches.iterate(self.epoch, progress.batch, last):
+            y = None
+            if labels is not None:  # (semi-supervised: with a batch of the labelled examples)
+                x, y = self.conditioning.with_labelled(x, next(labels), self.step)
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
-            terms = self.train_step(x)
+            terms = self.train_step(x) if y is None else self.train_step(x, y)
             if bar is not None:
                 bar.update()
                 if terms is not None and self.step % 20 == 0:
@@ -248,22 +268,22 @@ class Trainer:
         return {"train_elbo": float(sums[0]), "train_reconstruction": float(sums[1]),
                 "train_kl": float(sums[2])}
 
-    def train_step(self, x: torch.Tensor) -> ElboTerms | None:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboTerms | None:
         """One optimizer step on the batch ``x``: loss = :func:`~vaekit.objectives.training_loss`,
         backward (gradients all-reduced under DDP), update. Returns the batch's ELBO terms, or
         None when the loss or a gradient is not finite: the step is then skipped (parameters
         and Adam moments untouched) and counted. One host sync per step checks both: loss +
-        sum(g) is finite iff each is."""
+        sum(g) is finite iff each is. ``y``: the batch's labels for a conditional model."""
         progress = self.state.progress
         progress.batch += 1
-        loss, terms = self.loss(x, **self._loss_options())
+        loss, terms = self.loss(x, **self._loss_options(), **({} if y is None else {"y": y}))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         # with fp16 loss scaling, inf gradients are the scaler's business (it skips and rescales)
         check = loss.detach() if self.scaler.is_enabled() else loss.detach() + gradient_sum(self.model)
         if not all_ranks_agree(torch.isfinite(check), self.device):
             self.optimizer.zero_grad(set_to_none=True)
-            self._skipped(x)
+            self._skipped(x, y)
             return None
         if self.config.train.clip_grad_norm:
             self.scaler.unscale_(self.optimizer)
@@ -283,9 +303,12 @@ class Trainer:
             self.save_checkpoint()
         return terms
 
-    def evaluate(self, x: torch.Tensor) -> dict:
+    def evaluate(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         """Mean ELBO, reconstruction and KL of ``x`` (see :func:`vaekit.evaluation.evaluate_elbo`),
-        the batches spread over the ranks."""
+        the batches spread over the ranks; a conditional model's given the ``labels``."""
+        if self.conditioning is not None:
+            return self.conditioning.evaluate(self.eval_model, x, labels,
+                                              batch_size=self.config.train.eval_batch_size)
         return evaluate_elbo(self.eval_model, x, batch_size=self.config.train.eval_batch_size,
                              distributed=True)
 
@@ -322,12 +345,13 @@ class Trainer:
                     num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
 
     # -- failures and stops --------------------------------------------------------------
-    def _skipped(self, x: torch.Tensor) -> None:
+    def _skipped(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         self.state.skipped_steps += 1
         progress = self.state.progress
         progress.bad_in_a_row += 1
         if progress.bad_in_a_row >= MAX_BAD_STEPS:
-            term = exploding_term(self.model, x, self._loss_options(), self.loss_fn)
+            options = {**self._loss_options(), **({} if y is None else {"y": y})}
+            term = exploding_term(self.model, x, options, self.loss_fn)
             raise TrainingDiverged(
                 f"training diverged: the {term} term (or its gradient) exploded, giving a "
                 f"non-finite loss or gradient for {progress.bad_in_a_row} steps in a row after "

@@ -10,7 +10,8 @@ nothing else. It listens on 127.0.0.1 unless told otherwise, serves only the fil
 :data:`STATIC`, and the page loads nothing from outside (it works offline).
 
 Endpoints: ``GET /api/info`` (dimensions, KL order, slider range, the map),
-``POST /api/decode`` with ``{"z": [...]}`` (the decoded example), ``GET /api/example?index=i``
+``POST /api/decode`` with ``{"z": [...]}`` (the decoded example; a conditional model's with
+``"label": c``, chosen on the page's class selector), ``GET /api/example?index=i``
 (a test example and its posterior mean)."""
 
 from __future__ import annotations
@@ -74,7 +75,13 @@ class LatentSpace:
         self.test_x, self.test_labels = test_x, test_labels
         self.is_image = len(model.data_shape) == 3 if is_image is None else bool(is_image)
         self.lock = threading.Lock()  # one forward pass at a time (server threads share the model)
-        summary = latent_summary(model, test_x)
+        self.num_classes = getattr(model, "num_classes", None)  # a conditional model
+        if self.num_classes:  # codes E_q[z | x, y] given the test labels
+            from .conditional_pictures import conditional_latent_summary
+
+            summary = conditional_latent_summary(model, test_x, test_labels)
+        else:
+            summary = latent_summary(model, test_x)
         self.means = summary.means  # [N, L]
         kl = summary.kl_per_dim
         self.kl = kl.tolist() if kl is not None else None
@@ -93,6 +100,7 @@ class LatentSpace:
             "data_shape": list(self.model.data_shape), "is_image": self.is_image,
             "order": self.order, "kl_per_dim": self.kl, "limit": self.limit,
             "num_examples": len(self.test_x), "class_names": self.class_names,
+            "conditional": bool(self.num_classes), "num_classes": self.num_classes,
             "map": {"name": p.name, "points": p.points.round(4).tolist(), "labels": labels,
                     "mean": p.mean.tolist(), "components": p.components.tolist()},
         }
@@ -109,8 +117,16 @@ class LatentSpace:
     def decode(self, body: dict) -> dict:
         """E[x|z] of the posted code: ``{"image": PNG data URI}`` or ``{"values": [...]}``."""
         z = self.parse_z(body)
+        condition = {}
+        if self.num_classes:  # decoded with the posted class (default 0)
+            label = body.get("label", 0)
+            if isinstance(label, bool) or not isinstance(label, int) \
+                    or not 0 <= label < self.num_classes:
+                raise RequestError(f'"label" must be a class 0..{self.num_classes - 1}')
+            condition = {"y": torch.tensor([label])}
         with self.lock:
-            x = self.model.to_unit(self.model.decode_codes(z[None].to(self.device)).mean[0]).cpu()
+            x = self.model.to_unit(
+                self.model.decode_codes(z[None].to(self.device), **condition).mean[0]).cpu()
         return self._example_payload(x)
 
     @torch.no_grad()

@@ -16,9 +16,14 @@ class RunOutputs:
         self.report = report
 
     def on_fit_end(self, trainer, run) -> None:
-        x, _labels = run.split("test")
+        x, labels = run.split("test")
         pictures = None
-        if run.data.is_image and len(x):
+        if run.data.is_image and len(x) and getattr(run.model, "num_classes", None):
+            from .conditional_pictures import ConditionalPictures
+
+            pictures = ConditionalPictures.of(run.model, x, labels, seed=run.config.train.seed)
+            pictures.save(run.dir)
+        elif run.data.is_image and len(x):
             pictures = Pictures.of(run.model, x, seed=run.config.train.seed)
             pictures.save(run.dir)
         if self.report:

@@ -250,7 +250,13 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
     results = run.metrics
     config = run.config.model_dump(mode="json")
     versions = run.versions or {"vaekit": __version__, "torch": torch.__version__}
-    summary = latent_summary(model, test_x)
+    conditional = bool(getattr(model, "num_classes", None))
+    if conditional:  # codes given the labels: E_q[z | x, y]
+        from .conditional_pictures import conditional_latent_summary
+
+        summary = conditional_latent_summary(model, test_x, test_labels)
+    else:
+        summary = latent_summary(model, test_x)
     kl = summary.kl_per_dim
     if kl is None and isinstance(results.get("kl_per_dim"), list):
         kl = torch.tensor(results["kl_per_dim"], dtype=torch.float32)
@@ -271,7 +277,13 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
         sections.append(Section("curves", "Learning curves", _fig(learning_curves(history), "learning curves"),
                                 "Per epoch: training values are running averages over the epoch's "
                                 "batches, validation values are measured after it.", wide=True))
-    if is_image and len(test_x):
+    if is_image and len(test_x) and conditional:
+        from .conditional_pictures import ConditionalPictures, conditional_sections
+
+        if not isinstance(pictures, ConditionalPictures):
+            pictures = ConditionalPictures.of(model, test_x, test_labels, seed=run.config.train.seed)
+        sections += conditional_sections(model, pictures, class_names, Section, _img, _fig)
+    elif is_image and len(test_x):
         pictures = pictures or Pictures.of(model, test_x, seed=run.config.train.seed)
         sections += _image_sections(model, pictures, summary)
     if isinstance(model.decoder, TableLikelihood) and len(test_x):

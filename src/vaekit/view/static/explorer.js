@@ -69,7 +69,7 @@ async function requestDecode() {
   try {
     const body = await api("/api/decode", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ z: state.z }),
+      body: JSON.stringify(state.info.conditional ? { z: state.z, label: state.label } : { z: state.z }),
     });
     showDecoded(body, $("decoded"));
     showError("");
@@ -195,6 +195,18 @@ async function main() {
   buildLegend();
   state.z = new Array(info.latent_dim).fill(0);
   buildSliders();
+  if (info.conditional) {  // a conditional model decodes z with the chosen class y
+    state.label = 0;
+    const select = $("class");
+    for (let c = 0; c < info.num_classes; c++) {
+      const option = document.createElement("option");
+      option.value = c;
+      option.textContent = info.class_names ? info.class_names[c] : String(c);
+      select.append(option);
+    }
+    select.addEventListener("change", () => { state.label = Number(select.value); requestDecode(); });
+    $("class-row").hidden = false;
+  }
   $("map").addEventListener("click", onMapClick);
   $("load-example").addEventListener("click", () => loadExample(Number($("example").value)));
   $("example").addEventListener("change", () => loadExample(Number($("example").value)));

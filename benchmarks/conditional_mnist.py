@@ -1,0 +1,183 @@
+"""Measurements of conditional and semi-supervised runs on MNIST (docs/conditional.md).
+
+``samples RUN``: a logistic regression trained on real MNIST training images (grey levels) says
+which class each of ``--per-class`` samples drawn with ``vaekit sample --label c`` (E[x|z, y=c],
+z ~ p(z|y)) belongs to; prints the fraction assigned to c for every c (and the classifier's
+accuracy on the real test set, for context).
+
+``features RUN --out FILE.npz``: the posterior means E_q[z|x] of an unconditional run (M1) for
+its train, val and test splits with their labels, as a data file ``vaekit train --data`` reads:
+training M2 on it is the paper's stacked M1+M2.
+
+``baselines RUN``: for a semi-supervised run, the same classifier network as the run's q(y|x)
+trained on the run's labelled examples alone (``labelled.json``), and a scikit-learn logistic
+regression on the raw pixels of those examples; test classification errors next to the run's.
+
+    OMP_NUM_THREADS=1 python benchmarks/conditional_mnist.py samples RUN [--per-class 100]
+                                                             [--judge lr|mlp]
+    OMP_NUM_THREADS=1 python benchmarks/conditional_mnist.py features M1_RUN --out m1.npz
+    OMP_NUM_THREADS=1 python benchmarks/conditional_mnist.py baselines RUN [--epochs 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import vaekit
+from vaekit.data import load_dataset
+
+
+def real_mnist(run):
+    dc = run.config.data
+    return load_dataset(dc.name, dc.data_dir, val_fraction=dc.val_fraction,
+                        split_seed=dc.split_seed, download=False)
+
+
+class MLPJudge:
+    """A 784-400-10 MLP trained with Adam on all real training images (grey levels), the
+    judge of the samples (more accurate than a logistic regression)."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 400),
+                                       torch.nn.ReLU(), torch.nn.Linear(400, 10))
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        for _ in range(epochs):
+            for batch in torch.randperm(len(x)).split(128):
+                loss = torch.nn.functional.cross_entropy(self.net(x[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+    @torch.no_grad()
+    def predict(self, x) -> torch.Tensor:
+        return self.net(torch.as_tensor(x).reshape(len(x), -1)).argmax(-1).numpy()
+
+
+def sample_table(run_dir: str, per_class: int, num_train: int, seed: int, judge: str = "lr",
+                 judge_epochs: int = 5) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    run = vaekit.load(run_dir)
+    data = real_mnist(run)
+    began = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    if judge == "mlp":
+        classifier = MLPJudge(data.train, data.train_labels, judge_epochs, seed)
+        name = f"MLP 784-400-10 trained {judge_epochs} epochs on {len(data.train)} real training images"
+    else:
+        index = torch.randperm(len(data.train), generator=g)[:num_train]
+        classifier = LogisticRegression(max_iter=300).fit(data.train[index].flatten(1).numpy(),
+                                                          data.train_labels[index].numpy())
+        name = f"LogisticRegression on {num_train} real training images"
+    real_accuracy = float((classifier.predict(data.test.flatten(1).numpy())
+                           == data.test_labels.numpy()).mean())
+    model = run.model
+    y = torch.arange(model.num_classes).repeat_interleave(per_class)
+    x = model.sample(len(y), y=y, generator=torch.Generator().manual_seed(seed))
+    predicted = torch.as_tensor(classifier.predict(x.flatten(1).numpy()))
+    per_class_rate = [float((predicted[y == c] == c).double().mean())
+                      for c in range(model.num_classes)]
+    return {"run": str(run_dir), "samples_per_class": per_class,
+            "classifier": name,
+            "classifier_real_test_accuracy": real_accuracy,
+            "assigned_to_their_class": per_class_rate, "min": min(per_class_rate),
+            "mean": sum(per_class_rate) / len(per_class_rate),
+            "seconds": time.perf_counter() - began}
+
+
+def features(run_dir: str, out: str) -> dict:
+    import numpy as np
+
+    from vaekit.storage import atomic_write_bytes
+
+    run = vaekit.load(run_dir)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        codes = run.latent_codes(split)
+        arrays[split] = codes["mean"].astype(np.float32)
+        arrays[f"{split}_labels"] = codes["labels"].astype(np.int64)
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(Path(out), buffer.getvalue())
+    return {"out": out, **{k: list(v.shape) for k, v in arrays.items()}}
+
+
+def baselines(run_dir: str, epochs: int, seed: int) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    from vaekit.semisupervised import classifier_net
+
+    run = vaekit.load(run_dir)
+    record = json.loads((Path(run_dir) / "labelled.json").read_text())
+    data = real_mnist(run)
+    index = torch.tensor(record["indices"])
+    x_l, y_l = data.train[index], data.train_labels[index]
+    x_test, _ = run.split("test")  # binarized as the run evaluates it
+    y_test = data.test_labels
+    binary = run.config.data.binarize != "none"
+    out = {"run": str(run_dir), "num_labelled": len(index)}
+    # the run's own classifier q(y|x)
+    out["m2_error"] = float((run.model.classify(x_test) != y_test).double().mean())
+    # the same network trained on the labelled examples alone (dynamically binarized, Adam)
+    torch.manual_seed(seed)
+    net = classifier_net(run.config.model, run.model.data_shape)
+    if run.config.model.standardize:  # as the run: the training split's mean and deviation
+        scale = data.train.std(0)
+        net[0].loc.copy_(data.train.mean(0))
+        net[0].scale.copy_(torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        logits = net((torch.rand_like(x_l) < x_l).float() if binary else x_l)
+        loss = torch.nn.functional.cross_entropy(logits, y_l)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out["same_network_labelled_only_error"] = float(
+            (net(x_test).argmax(-1) != y_test).double().mean())
+    out["same_network_epochs"] = epochs
+    lr = LogisticRegression(max_iter=2000).fit(x_l.flatten(1).numpy(), y_l.numpy())
+    out["logistic_regression_labelled_only_error"] = float(
+        (torch.as_tensor(lr.predict(data.test.flatten(1).numpy())) != y_test).double().mean())
+    out["inputs"] = "binarized pixels" if binary else "the run's input features"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("samples")
+    p.add_argument("run_dir")
+    p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--num-train", type=int, default=20000, help="lr judge: training images")
+    p.add_argument("--judge", choices=["lr", "mlp"], default="lr")
+    p.add_argument("--judge-epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("features")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("baselines")
+    p.add_argument("run_dir")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.what == "samples":
+        result = sample_table(args.run_dir, args.per_class, args.num_train, args.seed,
+                              args.judge, args.judge_epochs)
+    elif args.what == "features":
+        result = features(args.run_dir, args.out)
+    else:
+        result = baselines(args.run_dir, args.epochs, args.seed)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
