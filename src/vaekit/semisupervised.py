@@ -29,8 +29,14 @@ UNLABELLED = -1  # the label of an unlabelled example in a training batch
 
 def classifier_net(cfg, data_shape) -> nn.Module:
     """x -> logits of q(y|x): an MLP with the model's hidden sizes (standardized input for
-    real-valued data)."""
+    real-valued data; integer levels of a discrete likelihood scaled to [0, 1] as the encoder
+    sees them)."""
+    from .likelihoods import needs_levels
+    from .nets import ScaleLevels
+
     net = MLP(tuple(data_shape), (cfg.num_classes,), tuple(cfg.hidden), cfg.activation)
+    if needs_levels(cfg.likelihood):
+        return nn.Sequential(ScaleLevels(cfg.levels), net)
     return nn.Sequential(Standardize(tuple(data_shape)), net) if cfg.standardize else net
 
 
@@ -90,8 +96,9 @@ def semi_supervised_loss(model: SemiSupervisedVAE, x: torch.Tensor, *, y: torch.
     reporting, per-example terms: L(x, y) for labelled examples, U(x) for unlabelled ones (its
     reconstruction and KL the q(y|x)-weighted ones)."""
     labelled = y >= 0
-    loss = x.new_zeros(())
-    elbo, reconstruction, kl = (x.new_zeros(len(x)) for _ in range(3))
+    # float even for integer-level data (uint8 x)
+    loss = torch.zeros((), dtype=torch.get_default_dtype(), device=x.device)
+    elbo, reconstruction, kl = (loss.new_zeros(len(x)) for _ in range(3))
     if bool(labelled.any()):
         x_l, y_l = x[labelled], y[labelled]
         terms = labelled_bound(model, x_l, y_l, num_samples)
