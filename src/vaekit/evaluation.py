@@ -255,19 +255,22 @@ class LatentSummary:
 
 @torch.no_grad()
 def latent_summary(model, x: torch.Tensor, batch_size: int = 1000,
-                   layer: int | None = None) -> LatentSummary:
+                   layer: int | None = None, labels: torch.Tensor | None = None
+                   ) -> LatentSummary:
     """E_q[z|x] for every example and KL_j = mean_x KL(q(z_j|x) || p(z_j)) for each dimension j
     (the per-dimension KLs sum to the KL term when both distributions are diagonal). With
     several stochastic layers, the means of layer ``layer`` (None: the top; 1 = next to x) and
-    no per-dimension KL (the layers' KLs are in :func:`latent_diagnostics`)."""
+    no per-dimension KL (the layers' KLs are in :func:`latent_diagnostics`). With ``labels``
+    (a conditional model), E_q[z | x, y] and KL(q(z_j|x,y) || p(z_j|y)) given them."""
     device = next(model.parameters()).device
     where = model.layer_slice(layer)
-    p_z = model.prior()
     means, kl_sum, factorised = [], torch.zeros(model.latent_dim, dtype=torch.float64), True
     for start in range(0, len(x), batch_size):
-        q_z = model.encode(x[start : start + batch_size].to(device))
+        batch = slice(start, start + batch_size)
+        bound = model if labels is None else model.given(labels[batch])
+        q_z = bound.encoder(x[batch].to(device))
         means.append(posterior_mean(q_z)[..., where].cpu())
-        per_dim = kl_per_dim(q_z, p_z)  # [B, L] or None
+        per_dim = kl_per_dim(q_z, bound.prior())  # [B, L] or None
         if per_dim is None:
             factorised = False
         else:

@@ -10,9 +10,7 @@ from pathlib import Path
 import torch
 
 from ..conditional import ConditionalVAE, conditional_prior_label
-from ..evaluation import LatentSummary
 from ..model import posterior_mean
-from ..objectives import kl_per_dim
 from .images import save_grid
 
 SAMPLES_PER_CLASS = 8
@@ -40,25 +38,6 @@ def style_transfer(model: ConditionalVAE, x: torch.Tensor, labels: torch.Tensor,
         decoded = model.decode(z[r].expand(model.num_classes, -1), y).mean
         out += [x[r : r + 1], decoded]
     return torch.cat(out)
-
-
-@torch.no_grad()
-def conditional_latent_summary(model: ConditionalVAE, x: torch.Tensor, labels: torch.Tensor,
-                               batch_size: int = 1000) -> LatentSummary:
-    """E_q[z | x, y] of every example and the mean KL(q(z_j|x,y) || p(z_j|y)) per dimension
-    (None unless both are diagonal Gaussians)."""
-    means, kl_sum, factorised = [], torch.zeros(model.latent_dim, dtype=torch.float64), True
-    for start in range(0, len(x), batch_size):
-        bound = model.given(labels[start : start + batch_size])
-        q_z = bound.encoder(x[start : start + batch_size].to(bound.y.device))
-        means.append(posterior_mean(q_z)[..., model.layer_slice(None)].cpu())
-        per_dim = kl_per_dim(q_z, bound.prior())
-        if per_dim is None:
-            factorised = False
-        else:
-            kl_sum += per_dim.sum(0).double().cpu()
-    kl = (kl_sum / max(len(x), 1)).float() if factorised else None
-    return LatentSummary(torch.cat(means), kl)
 
 
 @dataclass

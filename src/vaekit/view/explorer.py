@@ -76,12 +76,8 @@ class LatentSpace:
         self.is_image = len(model.data_shape) == 3 if is_image is None else bool(is_image)
         self.lock = threading.Lock()  # one forward pass at a time (server threads share the model)
         self.num_classes = getattr(model, "num_classes", None)  # a conditional model
-        if self.num_classes:  # codes E_q[z | x, y] given the test labels
-            from .conditional_pictures import conditional_latent_summary
-
-            summary = conditional_latent_summary(model, test_x, test_labels)
-        else:
-            summary = latent_summary(model, test_x)
+        # a conditional model's codes are given the test labels: E_q[z | x, y]
+        summary = latent_summary(model, test_x, labels=test_labels if self.num_classes else None)
         self.means = summary.means  # [N, L]
         kl = summary.kl_per_dim
         self.kl = kl.tolist() if kl is not None else None

@@ -251,12 +251,8 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
     config = run.config.model_dump(mode="json")
     versions = run.versions or {"vaekit": __version__, "torch": torch.__version__}
     conditional = bool(getattr(model, "num_classes", None))
-    if conditional:  # codes given the labels: E_q[z | x, y]
-        from .conditional_pictures import conditional_latent_summary
-
-        summary = conditional_latent_summary(model, test_x, test_labels)
-    else:
-        summary = latent_summary(model, test_x)
+    # a conditional model's codes are given the labels: E_q[z | x, y]
+    summary = latent_summary(model, test_x, labels=test_labels if conditional else None)
     kl = summary.kl_per_dim
     if kl is None and isinstance(results.get("kl_per_dim"), list):
         kl = torch.tensor(results["kl_per_dim"], dtype=torch.float32)
