@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +30,31 @@ ROWS = {
     "normal-static": ("tomczak-normal-static.toml", 88.56,
                       "Tomczak & Welling 2018 as quoted in the issue (not checked in the paper)"),
 }
+
+
+def machine_description() -> str:
+    """The CPU model and core count (or the CUDA device) of this machine, for the table."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{os.cpu_count()}-core CPU ({model}), {torch.get_num_threads()} torch threads"
+
+
+def row_command(row: str, batch_size: int | None, epochs: int | None) -> str:
+    """The command that trains and evaluates ``row`` with these overrides."""
+    command = f"python benchmarks/reproduce.py {row} --data-dir DIR"
+    if batch_size:
+        command += f" --batch-size {batch_size}"
+    if epochs:
+        command += f" --epochs {epochs}"
+    return command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         config = merge(load_config_file(PRESETS / preset), overrides)
         if not (out / "results.json").is_file():
             resume = (out / "checkpoint.safetensors").is_file()
+
             print(("resuming " if resume else "training ") + f"{args.row} in {out}", flush=True)
             vaekit.train(config, out, resume=resume, progress=False)
+            import torch  # what the table reports next to the row (the machine that finished it)
+
+            (out / "reproduction-run.json").write_text(json.dumps({
+                "row": args.row, "command": row_command(args.row, args.batch_size, args.epochs),
+                "hardware": machine_description(), "torch_version": torch.__version__},
+                indent=1) + "\n")
         result = vaekit.evaluate(out, num_samples=args.num_samples, progress=sys.stderr.isatty())
     except VaekitError as err:
         print(f"reproduce.py: error: {err}", file=sys.stderr)
