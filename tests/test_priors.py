@@ -66,6 +66,29 @@ def test_vamp_prior_is_the_average_of_encoder_posteriors_at_pseudo_inputs():
     assert encoder.net.layers[0].weight.grad.abs().sum() > 0
 
 
+def test_clipped_vamp_prior_sees_hardtanh_of_its_pseudo_inputs():
+    """With clip_pseudo_inputs the mixture's components are q(z | clip(u, 0, 1)); the pixels
+    beyond [0, 1] get no gradient (the authors' hard tanh), those inside do."""
+    torch.manual_seed(0)
+    encoder = GaussianPosterior(MLP((6,), (4,), [8]), 2)
+    prior = VampPrior(2, encoder=encoder, data_shape=(6,), num_components=3,
+                      clip_pseudo_inputs=True)
+    with torch.no_grad():
+        prior.pseudo_inputs.copy_(torch.tensor([[-0.3, 0.2, 1.4, 0.5, 0.9, 2.0]] * 3))
+    clipped = torch.tensor([[0.0, 0.2, 1.0, 0.5, 0.9, 1.0]] * 3)
+    z = torch.randn(5, 2)
+    log_p = prior().log_prob(z)
+    q = encoder(clipped)  # batch [3]
+    expected = torch.logsumexp(q.log_prob(z[:, None, :]), 1) - math.log(3)
+    torch.testing.assert_close(log_p, expected)
+    log_p.sum().backward()
+    outside = torch.tensor([True, False, True, False, False, True])
+    assert (prior.pseudo_inputs.grad[:, outside] == 0).all()
+    assert (prior.pseudo_inputs.grad[:, ~outside] != 0).all()
+    unclipped = VampPrior(2, encoder=encoder, data_shape=(6,), num_components=3)
+    assert unclipped.inputs() is unclipped.pseudo_inputs
+
+
 def test_vamp_prior_shares_the_encoder_without_saving_it_twice(tmp_path):
     from vaekit.config import ModelConfig
     from vaekit.model import build_model

@@ -77,6 +77,9 @@ TRAIN_OPTIONS = [
     ("--flow-hidden", "model", "flow_hidden", dict(type=int, help="hidden width of flow networks")),
     ("--no-vamp-init-from-data", "model", "vamp_init_from_data",
      dict(action="store_const", const=False, help="vamp: random pseudo-inputs, not data")),
+    ("--vamp-clip-pseudo-inputs", "model", "vamp_clip_pseudo_inputs",
+     dict(action="store_const", const=True,
+          help="vamp: pseudo-inputs hardtanh(u) in [0, 1], for [0, 1] images")),
     ("--conditional", "model", "conditional",
      dict(action="store_const", const=True, help="conditional VAE: q(z|x,y), p(x|z,y), y the "
                                                 "class label (Sohn et al. 2015)")),

@@ -139,6 +139,9 @@ class ModelConfig(_Strict):
     flow_steps: int = Field(4, gt=0)  # steps of the flow prior and of planar/iaf posteriors
     flow_hidden: int = Field(64, gt=0)  # hidden width of coupling (flow prior) and MADE (iaf) nets
     vamp_init_from_data: bool = True  # vamp: start pseudo-inputs at random training examples
+    # vamp: use hardtanh(u) in [0, 1] as the pseudo-inputs, as Tomczak & Welling's code does, so
+    # they stay in the range of [0, 1] image data (the parameters beyond it stop moving)
+    vamp_clip_pseudo_inputs: bool = False
     # a table's column types, one per column: numeric, binary, count, categorical:K (with the
     # likelihood 'table'; vaekit.tables); None for arrays and images
     columns: tuple[str, ...] | None = None

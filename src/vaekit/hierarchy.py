@@ -323,5 +323,6 @@ def hierarchical_latents(cfg: ModelConfig, bottom_net: nn.Module, data_shape: Se
     posterior = posterior_cls(bottom_net, up_nets, sizes, generative=generative)
     generative.top = PRIORS[cfg.prior](
         sizes[-1], num_components=cfg.prior_components, encoder=TopLayerEncoder(posterior),
-        data_shape=data_shape, flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden)
+        data_shape=data_shape, flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden,
+        clip_pseudo_inputs=cfg.vamp_clip_pseudo_inputs)
     return posterior, generative

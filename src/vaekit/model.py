@@ -242,7 +242,8 @@ def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: i
     else:
         encoder = posterior_cls(enc_net, sizes[0], **flow_options)
         prior = PRIORS[cfg.prior](sizes[0], num_components=cfg.prior_components,
-                                  encoder=encoder, data_shape=encoder_shape, **flow_options)
+                                  encoder=encoder, data_shape=encoder_shape,
+                                  clip_pseudo_inputs=cfg.vamp_clip_pseudo_inputs, **flow_options)
     if discrete_levels:
         decoder = likelihood_cls(dec_net, data_shape, cfg.levels, cfg.likelihood_components)
     elif likelihood_cls is GaussianLikelihood:

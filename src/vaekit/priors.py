@@ -58,14 +58,20 @@ class VampPrior(nn.Module):
     parameters appear once in ``state_dict`` (under ``encoder.``) and are saved once; only the
     pseudo-inputs belong to the prior. Needs a posterior whose ``log_prob`` works at any z
     (``has_inverse``). :meth:`init_from_data` sets the pseudo-inputs to training examples;
-    otherwise they start as small noise around 0.5 (the middle of [0, 1] data)."""
+    otherwise they start as small noise around 0.5 (the middle of [0, 1] data).
+
+    With ``clip_pseudo_inputs`` the encoder sees hardtanh(u), clipped to [0, 1], as the authors'
+    code does for [0, 1] images (their parameters start at N(-0.05, 0.01) under the clip, where
+    the hard tanh has no gradient; vaekit's start, 0.5 + noise or data, is inside it)."""
 
     needs_posterior_density = True
 
     def __init__(self, latent_dim: int, *, encoder: nn.Module, data_shape: Sequence[int],
-                 num_components: int = 10, **_: object) -> None:
+                 num_components: int = 10, clip_pseudo_inputs: bool = False,
+                 **_: object) -> None:
         super().__init__()
         self.pseudo_inputs = nn.Parameter(0.5 + 0.01 * torch.randn(num_components, *data_shape))
+        self.clip_pseudo_inputs = clip_pseudo_inputs
         # a plain attribute (not a submodule): see the class docstring
         object.__setattr__(self, "encoder", encoder)
 
@@ -77,8 +83,14 @@ class VampPrior(nn.Module):
         index = torch.randperm(len(x))[:k] if len(x) >= k else torch.randint(len(x), (k,))
         self.pseudo_inputs.copy_(x[index.to(x.device)].to(self.pseudo_inputs))
 
+    def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs the encoder sees: u, or hardtanh(u) in [0, 1] when clipped."""
+        if self.clip_pseudo_inputs:
+            return torch.nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0)
+        return self.pseudo_inputs
+
     def forward(self) -> Distribution:
-        components = self.encoder(self.pseudo_inputs)  # batch [K], event [L]
+        components = self.encoder(self.inputs())  # batch [K], event [L]
         weights = Categorical(logits=self.pseudo_inputs.new_zeros(len(self.pseudo_inputs)),
                               validate_args=False)
         return MixtureSameFamily(weights, components, validate_args=False)
