@@ -120,7 +120,10 @@ class ModelConfig(_Strict):
     layer_hidden: tuple[PositiveInt, ...] = (100, 100)  # MLP hidden sizes between stochastic layers
     inference: str = "bottom-up"  # posterior of several layers: bottom-up (IWAE paper), top-down (Ladder VAE)
     activation: str = "relu"  # relu, elu, gelu, tanh, silu
-    init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot)
+    # MLP hidden layers gated, h = (W x + b) * sigmoid(V x + c) (Tomczak & Welling's networks);
+    # the activation is then unused
+    gated: bool = False
+    init: str = "default"  # weights of the encoder and decoder networks: default (PyTorch's), xavier (Glorot), he
     conv_channels: int = Field(32, gt=0)  # channels of the first conv layer (doubling after)
     conv_hidden: int = Field(256, gt=0)  # width of the dense layer after the convolutions
     # auto, bernoulli, gaussian, continuous-bernoulli, table (mixed-type columns); discrete grey
@@ -183,6 +186,13 @@ class ModelConfig(_Strict):
             for text in columns:
                 Column.parse(text)
         return columns
+
+    @model_validator(mode="after")
+    def _gated_layers_are_dense(self) -> "ModelConfig":
+        if self.gated and self.arch != "mlp":
+            raise ValueError(f"gated layers (--gated) are dense layers of --arch mlp, not "
+                             f"'{self.arch}'")
+        return self
 
     @model_validator(mode="after")
     def _table_options(self) -> "ModelConfig":

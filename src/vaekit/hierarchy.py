@@ -138,11 +138,11 @@ def gaussian_of(net: nn.Module, run: Callable = call) -> Callable[[torch.Tensor]
 
 
 def layer_nets(sizes: Sequence[int], hidden: Sequence[int], activation: str, *,
-               input_sizes: Sequence[int] | None = None) -> nn.ModuleList:
+               input_sizes: Sequence[int] | None = None, gated: bool = False) -> nn.ModuleList:
     """MLPs from layer l (``input_sizes[l]`` numbers; default L_l) to [loc, log_var] of layer
     l + 1, for l = 1..L-1 (upward), each with the hidden sizes ``hidden``."""
     input_sizes = sizes[:-1] if input_sizes is None else input_sizes
-    return nn.ModuleList(MLP((d_in,), (2 * d_out,), hidden, activation)
+    return nn.ModuleList(MLP((d_in,), (2 * d_out,), hidden, activation, gated=gated)
                          for d_in, d_out in zip(input_sizes, sizes[1:]))
 
 
@@ -313,8 +313,9 @@ def hierarchical_latents(cfg: ModelConfig, bottom_net: nn.Module, data_shape: Se
     sizes = cfg.latent_sizes
     posterior_cls = INFERENCES[cfg.inference]
     up_nets = layer_nets(sizes, cfg.layer_hidden, cfg.activation,
-                         input_sizes=posterior_cls.up_input_sizes(sizes))
-    down_nets = nn.ModuleList(MLP((above,), (2 * below,), cfg.layer_hidden[::-1], cfg.activation)
+                         input_sizes=posterior_cls.up_input_sizes(sizes), gated=cfg.gated)
+    down_nets = nn.ModuleList(MLP((above,), (2 * below,), cfg.layer_hidden[::-1], cfg.activation,
+                                  gated=cfg.gated)
                               for below, above in zip(sizes[:-1], sizes[1:]))
     if INITIALIZATIONS[cfg.init] is not None:
         INITIALIZATIONS[cfg.init](up_nets)

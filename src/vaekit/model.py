@@ -146,8 +146,9 @@ def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int,
     if cfg.columns is not None:
         return table_mlp_networks(cfg, data_shape, enc_out)
     hidden = list(cfg.hidden)
-    enc = MLP(data_shape, (enc_out,), hidden, cfg.activation)
-    dec = MLP((cfg.latent_dim,), decoder_shape or data_shape, hidden[::-1], cfg.activation)
+    enc = MLP(data_shape, (enc_out,), hidden, cfg.activation, gated=cfg.gated)
+    dec = MLP((cfg.latent_dim,), decoder_shape or data_shape, hidden[::-1], cfg.activation,
+              gated=cfg.gated)
     return enc, dec
 
 

@@ -22,6 +22,19 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+class GatedDense(nn.Module):
+    """h = (W x + b) * sigmoid(V x + c): a gated dense layer (Dauphin et al. 2017), the hidden
+    layer of Tomczak & Welling's (2018) VampPrior networks; no activation follows it."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.value = nn.Linear(d_in, d_out)
+        self.gate = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value(x) * torch.sigmoid(self.gate(x))
+
+
 def xavier_init(net: nn.Module) -> None:
     """Glorot & Bengio (2010) uniform weights and zero biases for every linear and convolutional
     layer of ``net``, as the VAE and IWAE papers initialised their networks."""
@@ -32,13 +45,23 @@ def xavier_init(net: nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def he_init(net: nn.Module) -> None:
+    """He et al. (2015) normal weights N(0, 2 / fan_in) for every linear and convolutional layer
+    of ``net``, biases left at PyTorch's default, as Tomczak & Welling's VampPrior code
+    initialises its networks."""
+    for module in net.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+
+
 # config model.init -> function applied to the encoder and decoder networks (None: PyTorch's)
-INITIALIZATIONS = {"default": None, "xavier": xavier_init}
+INITIALIZATIONS = {"default": None, "xavier": xavier_init, "he": he_init}
 
 
 class MLP(nn.Module):
-    """Flattens ``[B, *in_shape]`` and applies Linear-activation blocks, then a final Linear to
-    ``out_shape`` (reshaped): ``[B, *in_shape] -> [B, *out_shape]``."""
+    """Flattens ``[B, *in_shape]`` and applies Linear-activation blocks (or, ``gated``,
+    :class:`GatedDense` layers), then a final Linear to ``out_shape`` (reshaped):
+    ``[B, *in_shape] -> [B, *out_shape]``."""
 
     def __init__(
         self,
@@ -46,6 +69,7 @@ class MLP(nn.Module):
         out_shape: Sequence[int],
         hidden: Sequence[int],
         activation: str = "relu",
+        gated: bool = False,
     ) -> None:
         super().__init__()
         self.in_shape = tuple(in_shape)
@@ -53,7 +77,8 @@ class MLP(nn.Module):
         sizes = [math.prod(self.in_shape), *hidden]
         layers: list[nn.Module] = []
         for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(d_in, d_out), ACTIVATIONS[activation]()]
+            layers += ([GatedDense(d_in, d_out)] if gated
+                       else [nn.Linear(d_in, d_out), ACTIVATIONS[activation]()])
         layers.append(nn.Linear(sizes[-1], math.prod(self.out_shape)))
         self.layers = nn.Sequential(*layers)
 

@@ -358,8 +358,9 @@ def table_mlp_networks(cfg, data_shape: tuple[int, ...], enc_out: int):
     encoding = TableEncoding(columns)
     hidden = list(cfg.hidden)
     enc = nn.Sequential(encoding, MLP((encoding.encoding_dim,), (enc_out,), hidden,
-                                      cfg.activation))
-    dec = MLP((cfg.latent_dim,), (_Layout(columns).num_params,), hidden[::-1], cfg.activation)
+                                      cfg.activation, gated=cfg.gated))
+    dec = MLP((cfg.latent_dim,), (_Layout(columns).num_params,), hidden[::-1], cfg.activation,
+              gated=cfg.gated)
     return enc, dec
 
 
