@@ -218,3 +218,14 @@ def test_mutual_information_is_at_most_log_n():
     x = marginal.sample((50,))
     diag = latent_diagnostics(vae(exact, decoder, 2, 5), x)
     assert math.log(50) - 0.05 < diag["mutual_information"] <= math.log(50) + 1e-9
+
+
+def test_evaluation_works_on_a_model_without_parameters():
+    """A hand-built model whose tensors are constants (a tutorial's linear-Gaussian model) has
+    no parameter to take the device from: it evaluates on the CPU instead of failing."""
+    from vaekit.evaluation import model_device
+
+    assert model_device(torch.nn.Identity()) == torch.device("cpu")
+    with_buffer = torch.nn.Module()
+    with_buffer.register_buffer("w", torch.zeros(1, dtype=torch.float64))
+    assert model_device(with_buffer) == torch.device("cpu")

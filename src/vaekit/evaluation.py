@@ -4,6 +4,7 @@ importance-sampled log-likelihood and latent diagnostics built on the same objec
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import sys
 import time
@@ -28,7 +29,11 @@ def seeded(seed: int, device: torch.device | None = None):
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """The device of the model's first parameter or buffer (CPU for a model with neither, such
+    as a hand-built model whose tensors are constants)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -237,11 +242,24 @@ def log_likelihood_summary(log_px: torch.Tensor, data_shape=None, is_image: bool
     return out
 
 
+class _NoBar:
+    """What a disabled progress bar does: nothing (and tqdm is not imported for it, which in a
+    notebook without ipywidgets would warn)."""
+
+    def update(self, _n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
     from tqdm.auto import tqdm
 
     # disable=None: shown only on a terminal, so logs and pipes stay clean
-    return tqdm(total=total, desc=desc, unit="ex", disable=True if not enabled else None, leave=False,
+    return tqdm(total=total, desc=desc, unit="ex", disable=None, leave=False,
                 dynamic_ncols=True, file=sys.stderr)
 
 
@@ -262,7 +280,7 @@ def latent_summary(model, x: torch.Tensor, batch_size: int = 1000,
     several stochastic layers, the means of layer ``layer`` (None: the top; 1 = next to x) and
     no per-dimension KL (the layers' KLs are in :func:`latent_diagnostics`). With ``labels``
     (a conditional model), E_q[z | x, y] and KL(q(z_j|x,y) || p(z_j|y)) given them."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     where = model.layer_slice(layer)
     means, kl_sum, factorised = [], torch.zeros(model.latent_dim, dtype=torch.float64), True
     for start in range(0, len(x), batch_size):
