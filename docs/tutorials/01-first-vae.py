@@ -108,7 +108,8 @@ run_dir = vaekit.train(config, workdir / "python-run", progress=False, callbacks
                        log=lambda message: None)
 run = vaekit.load(run_dir)   # a vaekit.run.Run: config, model, history, results
 model = run.model            # the VAE, an nn.Module in eval mode
-print(model.latent_dim, run.config.model.likelihood, run.results["elbo"])
+print(f"L = {model.latent_dim}, likelihood {run.config.model.likelihood}, "
+      f"test ELBO {run.results['elbo']:.2f} nats")
 
 # %% [markdown]
 # `run.history` has one record per epoch. The ELBO is in nats per image (64 pixels); higher
