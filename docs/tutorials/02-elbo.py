@@ -173,7 +173,8 @@ plt.show()
 # - $\log p(x)$: the exact marginal, `MultivariateNormal.log_prob`.
 # - $\mathrm{ELBO}$: vaekit's estimate with $K = 20\,000$ draws and its Monte Carlo standard
 #   error. `vaekit.objectives.elbo_samples` is the core that `elbo_terms` averages: it keeps the
-#   $K$ per-draw values, from which the standard error follows. For this model the reconstruction term also has a closed form,
+#   $K$ per-draw values, from which the standard error follows. For this model the
+#   reconstruction term also has a closed form,
 #   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2)
 #   - \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
 #   so we compute the exact ELBO as well.

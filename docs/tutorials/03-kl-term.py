@@ -127,7 +127,8 @@ plt.show()
 # - `kl_warmup_epochs` (`--kl-warmup`): $\beta$ rises linearly from $0$ to its value over that
 #   many epochs (the run's `history` records it per epoch);
 # - `free_bits` (`--free-bits`): the floor $\lambda$ (nats per dimension, averaged over the
-#   batch); a dimension whose KL is below $\lambda$ gets no gradient pushing it towards the prior.
+#   batch; $0$, the default, is no floor); a dimension whose KL is below $\lambda$ gets no
+#   gradient pushing it towards the prior.
 #
 # Only the loss changes: the ELBO that vaekit reports is always the true one, $\beta = 1$, no floor.
 #
