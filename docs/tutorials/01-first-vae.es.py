@@ -149,9 +149,10 @@ print("log p(x|z) of the four images:", p_x.log_prob(x[:4]))
 # %% [markdown]
 # [`vaekit.elbo`](../reference/objectives.md) da la ELBO de cada imagen, y
 # [`vaekit.log_likelihood`](../reference/evaluation.md), una estimación de $\log p(x)$ por
-# muestreo de importancia con $K$ muestras (aquí 100). La cota queda por debajo de la
-# estimación: la diferencia es la divergencia KL de $q(z \mid x)$ a la verdadera distribución
-# a posteriori, el tema del siguiente tutorial.
+# muestreo de importancia con $K$ muestras (aquí 100; al crecer $K$ se acerca a $\log p(x)$
+# desde abajo). La ELBO queda más abajo todavía: la diferencia exacta $\log p(x) - \mathrm{ELBO}(x)$
+# es la divergencia KL de $q(z \mid x)$ a la verdadera distribución a posteriori $p(z \mid x)$,
+# el tema del siguiente tutorial.
 
 # %%
 with torch.no_grad():

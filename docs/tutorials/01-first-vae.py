@@ -147,8 +147,9 @@ print("log p(x|z) of the four images:", p_x.log_prob(x[:4]))
 # %% [markdown]
 # [`vaekit.elbo`](../reference/objectives.md) gives the per-image ELBO, and
 # [`vaekit.log_likelihood`](../reference/evaluation.md) an importance-sampled estimate of
-# $\log p(x)$ itself (with $K$ samples, here 100). The bound is below the estimate: their
-# difference is the KL from $q(z \mid x)$ to the true posterior, the subject of the next tutorial.
+# $\log p(x)$ itself (with $K$ samples, here 100; it approaches $\log p(x)$ from below as $K$
+# grows). The ELBO is lower still: the exact gap $\log p(x) - \mathrm{ELBO}(x)$ is the KL
+# divergence from $q(z \mid x)$ to the true posterior $p(z \mid x)$, the subject of the next tutorial.
 
 # %%
 with torch.no_grad():

@@ -148,10 +148,11 @@ print("log p(x|z) of the four images:", p_x.log_prob(x[:4]))
 
 # %% [markdown]
 # [`vaekit.elbo`](../reference/objectives.md) даёт ELBO для каждого изображения, а
-# [`vaekit.log_likelihood`](../reference/evaluation.md) — оценку самого $\log p(x)$ по
-# выборке по значимости (importance sampling) с $K$ сэмплами, здесь 100. Граница лежит ниже
-# оценки; их разность — это KL-дивергенция от $q(z \mid x)$ до истинного апостериорного
-# распределения, которой посвящён следующий урок.
+# [`vaekit.log_likelihood`](../reference/evaluation.md) — оценку самого $\log p(x)$ методом
+# выборки по значимости (importance sampling) с $K$ сэмплами, здесь 100; с ростом $K$ она
+# приближается к $\log p(x)$ снизу. ELBO лежит ещё ниже: точный зазор $\log p(x) - \mathrm{ELBO}(x)$
+# равен KL-дивергенции между $q(z \mid x)$ и истинным апостериорным распределением $p(z \mid x)$.
+# Ей посвящён следующий урок.
 
 # %%
 with torch.no_grad():

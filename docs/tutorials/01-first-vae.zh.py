@@ -145,7 +145,8 @@ print("log p(x|z) of the four images:", p_x.log_prob(x[:4]))
 # %% [markdown]
 # [`vaekit.elbo`](../reference/objectives.md) 给出每张图像的 ELBO，
 # [`vaekit.log_likelihood`](../reference/evaluation.md) 则用重要性采样估计 $\log p(x)$ 本身
-# （$K$ 个样本，这里取 100）。下界低于这一估计，两者之差就是 $q(z \mid x)$ 到真实后验的
+# （$K$ 个样本，这里取 100；随着 $K$ 增大，它从下方逼近 $\log p(x)$）。ELBO 还要更低：
+# 精确的差距 $\log p(x) - \mathrm{ELBO}(x)$ 正是 $q(z \mid x)$ 到真实后验 $p(z \mid x)$ 的
 # KL 散度——这是下一篇教程的主题。
 
 # %%
