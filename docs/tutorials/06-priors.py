@@ -132,25 +132,25 @@ plt.show()
 # First the decomposition itself, on the 1,437 training digits. vaekit's latent diagnostics
 # (`vaekit.evaluation.latent_diagnostics`, [evaluation reference](../reference/evaluation.md))
 # estimate $I_q(x; z)$ with $q(z)$ approximated by the mixture of all the evaluated
-# posteriors; the average KL term comes from `vaekit.evaluation.evaluate_elbo` (10 draws
+# posteriors; the average KL term comes from `vaekit.evaluation.evaluate_elbo` (5 draws
 # per digit, since the KL is a Monte Carlo estimate for the learned priors). Their
 # difference estimates the prior mismatch $\mathrm{KL}(q(z)\,\|\,p(z))$.
 #
 # Then the likelihood. The ELBO alone would mix the prior's effect with that of the bound's
 # gap, so we also estimate $\log p(x)$ by importance sampling
 # (`vaekit.evaluation.log_likelihood`; see the tutorial *Estimating p(x)*) with a small
-# $K = 500$ on all 180 test digits. Small $K$ means the estimates are slightly low, by a
+# $K = 300$ on all 180 test digits. Small $K$ means the estimates are slightly low, by a
 # similar amount for all four models; the paper protocol is $K = 5000$
 # (`vaekit evaluate RUN_DIR --num-samples 5000`).
 
 # %%
-K = 500
+K = 300
 print(f"{'prior':<8}{'mean KL':>9}{'I(x;z)':>8}{'mismatch':>10}{'test ELBO':>11}"
-      f"{'log p(x), K=500':>17}{'± s.e.':>8}{'vs normal':>11}")
+      f"{'log p(x), K=300':>17}{'± s.e.':>8}{'vs normal':>11}")
 baseline = None
 for prior, run in runs.items():
     x_train, _ = run.split("train")
-    kl = evaluate_elbo(run.model, x_train, num_samples=10)["kl"]
+    kl = evaluate_elbo(run.model, x_train, num_samples=5)["kl"]
     information = latent_diagnostics(run.model, x_train)["mutual_information"]
     x, _ = run.split("test")
     log_px = log_likelihood(run.model, x, K, seed=0)

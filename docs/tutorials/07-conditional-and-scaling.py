@@ -212,7 +212,7 @@ print(f"(executed in {time.perf_counter() - started:.1f} s)")
 #
 # ```bash
 # torchrun --standalone --nproc-per-node 4 -m vaekit train --data mnist --batch-size 512 \
-#     --device cuda --out runs/mnist-4gpu
+#     --out runs/mnist-4gpu
 # vaekit train --nproc 4 --data mnist --batch-size 512 --out runs/mnist-4gpu   # the same
 # torchrun --standalone --nproc-per-node 4 -m vaekit evaluate runs/mnist-4gpu --json \
 #     --num-samples 5000                                                       # K = 5000, spread out
@@ -222,10 +222,10 @@ print(f"(executed in {time.perf_counter() - started:.1f} s)")
 #   torchrun each process takes the GPU of its `LOCAL_RANK`.
 # - `--precision bf16|fp16` runs the networks under autocast while the log-densities and
 #   the loss stay in float32.
-# - `--compile` wraps the training loss in `torch.compile`: a few percent to tens of percent
-#   faster per step once compiled, but compiling takes tens of seconds per process, so it
-#   pays off only for long runs (not yet available with `--conditional` or
-#   `--semi-supervised`).
+# - `--compile` wraps the training loss in `torch.compile`: on the CPU measured in the
+#   performance page about 1.1-1.2 times faster per step once compiled, but compiling takes
+#   about 20 s per process, so it pays off only for long runs and GPUs (not yet available
+#   with `--conditional` or `--semi-supervised`).
 #
 # Several machines, restarts after a failure, and where the time of a step goes are
 # covered in the README's scaling section and in [the performance page](../performance.md);
