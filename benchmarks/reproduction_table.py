@@ -110,7 +110,13 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def missing_row(row: str) -> dict:
+def row_notes(docs: Path) -> dict[str, str]:
+    """Why a row has no finished run, by row (docs/reproduction/notes.json), where known."""
+    path = docs / "reproduction" / "notes.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def missing_row(row: str, note: str | None = None) -> dict:
     _preset, published, source = ROWS[row]
     paper = preset_train(row)
     config = preset(row)
@@ -124,8 +130,8 @@ def missing_row(row: str) -> dict:
             "paper_batch_size": paper["batch_size"], "steps": None, "train_seconds": None,
             "evaluation_seconds": None, "hardware": None, "torch_version": None,
             "command": row_command(row, 100, None), "status": "not run",
-            "note": "not run yet: the 2-core CPU budget of the sessions so far went to the "
-                    "rows above (see 'What limits the table')"}
+            "note": note or "not run yet: the 2-core CPU budget of the sessions so far went "
+                            "to the rows above (see 'What limits the table')"}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -147,7 +153,8 @@ def markdown_table(rows: list[dict]) -> str:
             f"{r['vaekit_nll_stderr']:.2f} | {r['gap']:+.2f} | {r['epochs']} ({r['paper_epochs']})"
             f" | {r['batch_size']} ({r['paper_batch_size']}) | {r['steps']:,} | {hours:.1f} h | "
             f"{r['test_elbo']:.2f} | {units} | `{r['command']}` |")
-    return "\n".join(lines)
+    notes = [f"- `{r['row']}`: {r['note']}" for r in rows if r["status"] != "measured"]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def curves(rows: list[dict], docs: Path) -> None:
@@ -196,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [read_run(run) for run in runs]
     order = list(ROWS)
     rows.sort(key=lambda r: (order.index(r["row"]), -r["epochs"]))
-    rows += [missing_row(row) for row in ROWS if row not in {r["row"] for r in rows}]
+    notes = row_notes(args.docs)
+    rows += [missing_row(row, notes.get(row)) for row in ROWS if row not in {r["row"] for r in rows}]
     rows.sort(key=lambda r: order.index(r["row"]))
     public = [{k: v for k, v in r.items() if k != "val_elbo_curve"} for r in rows]
     (args.docs / "reproduction.json").write_text(json.dumps(public, indent=1) + "\n")
