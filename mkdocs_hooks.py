@@ -8,6 +8,7 @@ them per-language URLs and English fallbacks like Markdown pages, and mkdocs-jup
 them. Loaded by ``hooks:`` in mkdocs.yml.
 """
 
+import re
 from fnmatch import fnmatch
 
 from mkdocs.structure.files import File
@@ -23,3 +24,15 @@ def _is_documentation_page(self: File) -> bool:
 
 def on_startup(command, dirty):
     File.is_documentation_page = _is_documentation_page
+
+
+# mkdocs-static-i18n points each page's <link rel="alternate" hreflang=...> at the same page in
+# the other languages. Material's script reads every such link as the root of a language and
+# fetches sitemap.xml below it (/ru/getting-started/sitemap.xml, ...): a 404 and a console
+# error per language on every page. The language menu links each page to its translations
+# directly and the root sitemap.xml carries the hreflang alternates, so the head links go.
+_ALTERNATE = re.compile(r'\s*<link rel="alternate" href="[^"]*" hreflang="[^"]*">')
+
+
+def on_post_page(output, page, config):
+    return _ALTERNATE.sub("", output)
