@@ -149,6 +149,8 @@ def test_tutorial_pages_show_their_figures(site_url, page, language):
             "article img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
         assert widths and all(w > 0 for w in widths), (language, tutorial, widths)
         assert not page.console_errors, (language, tutorial, page.console_errors)
+        # the formulas are typeset by MathJax (from its CDN; answered empty here, offline)
+        assert page.locator("script[src*=mathjax]").count() == 1, (language, tutorial)
         download = page.get_attribute("a.tutorial-download", "href")
         assert download and download.endswith(".py"), (language, tutorial, download)
         assert page.request.get(page.url + download).ok
