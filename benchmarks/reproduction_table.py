@@ -169,6 +169,15 @@ def curves(rows: list[dict], docs: Path) -> None:
             if r["status"] == "measured" and r["dataset"] == dataset:
                 curve = r["val_elbo_curve"]
                 ax.plot(range(1, len(curve) + 1), curve, label=f"{r['run']} ({r['epochs']} epochs)")
+        for stopped in sorted((docs / "reproduction").iterdir()):
+            # a run stopped before its evaluation (its row says why): dashed, its curve so far
+            if (stopped / "metrics.jsonl").is_file() and not (stopped / "evaluation.json").is_file():
+                config = json.loads((stopped / "config.json").read_text())
+                if dataset_of(config) == dataset:
+                    curve = [json.loads(line)["val_elbo"]
+                             for line in (stopped / "metrics.jsonl").read_text().splitlines() if line]
+                    ax.plot(range(1, len(curve) + 1), curve, linestyle="--",
+                            label=f"{stopped.name} (stopped at epoch {len(curve)})")
         ax.set_xscale("log")
         ax.set_ylim(bottom=max(ax.get_ylim()[0], -130))
         ax.set_xlabel("epoch")
