@@ -3,6 +3,7 @@ under torchrun from tests/test_distributed.py:
 
 - ``VAEKIT_TEST_SLICED_NOISE=SEED``: :func:`install_sliced_noise`, so W ranks draw exactly the
   posterior noise of one process with the global batch;
+- ``VAEKIT_TEST_ZERO_NOISE=1``: :func:`install_zero_noise` (z = the posterior mean in training);
 - ``VAEKIT_TEST_WATCH=DIR``: an audit hook records every file this process opens for writing,
   renames or creates under DIR, reported at exit as ``WRITES rank=R count=N``."""
 
@@ -39,6 +40,20 @@ def install_sliced_noise(seed: int) -> None:
     normal_module._standard_normal = sliced
 
 
+def install_zero_noise() -> None:
+    """Every standard-normal draw made with gradients on is 0 (z = the posterior mean): a
+    training step is then a function of its examples alone, whichever rank holds them, even
+    when ranks' batches differ in composition (M2's labelled and unlabelled examples)."""
+    original = normal_module._standard_normal
+
+    def zero(shape, dtype, device):
+        if not torch.is_grad_enabled():
+            return original(shape, dtype, device)
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    normal_module._standard_normal = zero
+
+
 def watch_writes(directory: str) -> list[str]:
     """Paths under ``directory`` this process writes, renames or creates (via sys.audit)."""
     root = os.path.realpath(directory)
@@ -67,6 +82,8 @@ def watch_writes(directory: str) -> list[str]:
 def main() -> int:
     if "VAEKIT_TEST_SLICED_NOISE" in os.environ:
         install_sliced_noise(int(os.environ["VAEKIT_TEST_SLICED_NOISE"]))
+    if "VAEKIT_TEST_ZERO_NOISE" in os.environ:
+        install_zero_noise()
     if "VAEKIT_TEST_WATCH" in os.environ:
         writes = watch_writes(os.environ["VAEKIT_TEST_WATCH"])
         rank = os.environ.get("RANK", "0")

@@ -20,6 +20,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from .conditional import ConditionalVAE
+from .distributed import all_reduce_sum, rank_and_world_size
 from .errors import ConfigError
 from .nets import MLP, Standardize
 from .objectives import ElboTerms, elbo_samples
@@ -94,20 +95,28 @@ def semi_supervised_loss(model: SemiSupervisedVAE, x: torch.Tensor, *, y: torch.
     unlabelled examples have ``y = -1``: the M2 objective J^alpha per example, the labelled and
     unlabelled parts each averaged over their own examples. Returns the loss and, for
     reporting, per-example terms: L(x, y) for labelled examples, U(x) for unlabelled ones (its
-    reconstruction and KL the q(y|x)-weighted ones)."""
+    reconstruction and KL the q(y|x)-weighted ones).
+
+    Under DDP the means are over the step's examples on all ranks: each rank's batch holds a
+    different number of labelled examples, so the average of per-rank means (what DDP's
+    gradient averaging would make of them) is not the mean of the whole step. Each rank divides
+    its sums by the counts over all ranks and multiplies by the world size, so that DDP's
+    average over ranks is exactly the one-process loss of the combined batch."""
     labelled = y >= 0
     # float even for integer-level data (uint8 x)
     loss = torch.zeros((), dtype=torch.get_default_dtype(), device=x.device)
+    counts = all_reduce_sum(torch.stack([labelled.sum(), (~labelled).sum()]).to(loss.dtype))
+    share = rank_and_world_size()[1] / counts.clamp(min=1)  # [labelled, unlabelled]
     elbo, reconstruction, kl = (loss.new_zeros(len(x)) for _ in range(3))
     if bool(labelled.any()):
         x_l, y_l = x[labelled], y[labelled]
         terms = labelled_bound(model, x_l, y_l, num_samples)
         cross_entropy = -model.classify_distribution(x_l).log_prob(y_l)
-        loss = loss - terms.elbo.mean() + classification_weight * cross_entropy.mean()
+        loss = loss + share[0] * (classification_weight * cross_entropy - terms.elbo).sum()
         elbo[labelled], reconstruction[labelled], kl[labelled] = terms
     if bool((~labelled).any()):
         bound, q_y, per_class = unlabelled_bound(model, x[~labelled], num_samples)
-        loss = loss - bound.mean()
+        loss = loss - share[1] * bound.sum()
         probs = q_y.probs.transpose(0, 1).detach()
         elbo[~labelled] = bound
         reconstruction[~labelled] = (probs * per_class.reconstruction).sum(0)
