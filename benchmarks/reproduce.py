@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder of the row's data set")
     parser.add_argument("--out", help="run directory (default: runs/reproduce-ROW)")
     parser.add_argument("--batch-size", type=int, help="instead of the paper's (e.g. 100 on a CPU)")
-    parser.add_argument("--epochs", type=int, help="a shorter total (the schedule is scaled to it)")
+    parser.add_argument("--epochs", type=int, help="a shorter total (the lr schedule and the KL "
+                        "warm-up are scaled to it)")
     parser.add_argument("--num-samples", type=int, default=5000, help="K of the test log p(x)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides["train"]["epochs"] = args.epochs
     try:
         config = merge(load_config_file(PRESETS / preset), overrides)
+        shortened = args.epochs and args.epochs < load_config_file(PRESETS / preset).train.epochs
+        if shortened and config.train.kl_warmup_epochs:
+            # the KL warm-up keeps its share of the (shortened) run, as the lr schedule does
+            share = args.epochs / load_config_file(PRESETS / preset).train.epochs
+            warmup = max(1, round(config.train.kl_warmup_epochs * share))
+            config = merge(config, {"train": {"kl_warmup_epochs": warmup}})
         if not (out / "results.json").is_file():
             resume = (out / "checkpoint.safetensors").is_file()
 
