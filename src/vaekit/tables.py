@@ -351,14 +351,31 @@ class TableLikelihood(_ColumnScaling):
             raise DataError(f"column {j + 1} ({c}) holds a value that is not {need}")
 
 
+class EncodingAndCondition(nn.Module):
+    """[x, y] ``[..., D + C]`` -> [encoding(x), y]: what the encoder MLP of a conditional model
+    reads for a table, the row's :class:`TableEncoding` followed by the C condition values."""
+
+    def __init__(self, encoding: TableEncoding) -> None:
+        super().__init__()
+        self.encoding = encoding
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        num_columns = len(self.encoding.columns)
+        return torch.cat([self.encoding(xy[..., :num_columns]), xy[..., num_columns:]], -1)
+
+
 def table_mlp_networks(cfg, data_shape: tuple[int, ...], enc_out: int):
     """The MLP family for a table: encoder ``TableEncoding -> MLP -> enc_out``, decoder
-    ``MLP: z -> the columns' parameters`` (``cfg.hidden`` mirrored)."""
+    ``MLP: z -> the columns' parameters`` (``cfg.hidden`` mirrored). ``data_shape`` is (D,), or
+    (D + C,) for the encoder of a conditional model, which reads [x, y]
+    (:class:`EncodingAndCondition`)."""
     columns = parse_columns(cfg.columns)
     encoding = TableEncoding(columns)
+    condition_dim = data_shape[0] - len(columns)
     hidden = list(cfg.hidden)
-    enc = nn.Sequential(encoding, MLP((encoding.encoding_dim,), (enc_out,), hidden,
-                                      cfg.activation, gated=cfg.gated))
+    enc = nn.Sequential(EncodingAndCondition(encoding) if condition_dim else encoding,
+                        MLP((encoding.encoding_dim + condition_dim,), (enc_out,), hidden,
+                            cfg.activation, gated=cfg.gated))
     dec = MLP((cfg.latent_dim,), (_Layout(columns).num_params,), hidden[::-1], cfg.activation,
               gated=cfg.gated)
     return enc, dec
