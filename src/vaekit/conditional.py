@@ -370,6 +370,7 @@ def evaluate_conditional(model: ConditionalVAE, x: torch.Tensor, labels: torch.T
     if labels is None:
         raise ConfigError("a conditional model is evaluated on labelled data; this split has "
                           "no labels")
+    conditioned_on = "label" if model.num_classes is not None else "columns"
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -393,7 +394,7 @@ def evaluate_conditional(model: ConditionalVAE, x: torch.Tensor, labels: torch.T
     model.train(was_training)
     n = max(len(x), 1)
     out = {"elbo": float(sums[0] / n), "reconstruction": float(sums[1] / n),
-           "kl": float(sums[2] / n), "num_examples": len(x), "conditioned_on": "label"}
+           "kl": float(sums[2] / n), "num_examples": len(x), "conditioned_on": conditioned_on}
     if num_samples > 0:
         out.update(log_likelihood_summary(torch.cat(log_px), model.data_shape, is_image))
         out.update(num_samples=num_samples, ess_mean=float(torch.cat(ess).mean()),
@@ -405,9 +406,13 @@ def evaluate_run_model(model: ConditionalVAE, x: torch.Tensor, labels: torch.Ten
                        num_samples: int, batch_size: int = 1000, is_image: bool = False,
                        seed: int = 0) -> dict:
     """What ``vaekit evaluate`` reports for a conditional model: the conditional ELBO and the
-    importance-sampled log p(x | y) with the true labels (:func:`evaluate_conditional`); for
-    the semi-supervised M2 model also the unlabelled bound U(x) on log p(x) (``elbo``; the
-    conditional bound is then ``elbo_given_label``) and the test ``classification_error``."""
+    importance-sampled log p(x | y) with the true labels, or the standardized covariates
+    ``[N, C]`` of a covariate model (:func:`evaluate_conditional`); for the semi-supervised M2
+    model also the unlabelled bound U(x) on log p(x) (``elbo``; the conditional bound is then
+    ``elbo_given_label``) and the test ``classification_error``."""
+    if model.num_classes is None:  # covariates
+        return evaluate_conditional(model, x, labels, num_samples=num_samples,
+                                    batch_size=batch_size, seed=seed, is_image=is_image)
     labels = labels_or_refuse(labels, "evaluating a conditional model").long()
     result = evaluate_conditional(model, x, labels, num_samples=num_samples,
                                   batch_size=batch_size, seed=seed, is_image=is_image)
@@ -419,6 +424,15 @@ def evaluate_run_model(model: ConditionalVAE, x: torch.Tensor, labels: torch.Ten
         result.update(evaluate_semi_supervised(model, x, labels, batch_size=batch_size,
                                                seed=seed))
     return result
+
+
+def standardize_covariates(values, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """y = (value - mean) / std per covariate, with the training split's ``mean`` and ``std``
+    (``data.condition_mean``, ``data.condition_std``): ``values [N, C]`` in the columns' own
+    units -> float32 ``[N, C]``."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return ((values - mean) / std).float()
 
 
 def labels_or_refuse(labels: torch.Tensor | None, what: str) -> torch.Tensor:
@@ -457,11 +471,71 @@ def parse_label(text: str, class_names: Sequence[str] | None, num_classes: int) 
 
 
 def require_conditional(run, flag: str) -> ConditionalVAE:
+    """The run's model when it is conditioned on class labels (what ``flag`` draws)."""
     model = run.model
-    if not getattr(model, "num_classes", None):
+    if not getattr(model, "condition_dim", None):
         raise ConfigError(f"{flag} needs a conditional model (trained with --conditional or "
                           "--semi-supervised); this run is unconditional")
+    if model.num_classes is None:
+        names = ",".join(run.config.data.condition_columns or ())
+        raise ConfigError(f"{flag} draws a class, but this run is conditioned on the columns "
+                          f"{names}: give their values with vaekit sample --condition NAME=VALUE")
     return model
+
+
+def require_covariates(run, flag: str) -> ConditionalVAE:
+    """The run's model when it is conditioned on covariates (``--condition-columns``)."""
+    model = run.model
+    if not getattr(model, "condition_dim", None):
+        raise ConfigError(f"{flag} needs a model conditioned on covariates (trained with "
+                          "--conditional --condition-columns); this run is unconditional")
+    if model.num_classes is not None:
+        raise ConfigError(f"{flag} gives the values of covariates, but this run is conditioned "
+                          "on class labels: draw a class with --label")
+    return model
+
+
+def parse_covariates(text: str, names: Sequence[str], mean: Sequence[float]) -> list[float]:
+    """``"age=40,income=50000"`` -> one value per condition column in its own units; columns
+    left out are at their training mean."""
+    values = dict(zip(names, mean))
+    given: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--condition: '{item}' is not NAME=VALUE (e.g. "
+                              f"{names[0]}={mean[0]:g})")
+        if name not in values:
+            raise ConfigError(f"--condition: '{name}' is not a condition column of this run "
+                              f"(its columns: {', '.join(names)})")
+        if name in given:
+            raise ConfigError(f"--condition gives '{name}' twice")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--condition {name}={value}: not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"--condition {name}={value}: not a finite number")
+        values[name] = number
+        given.add(name)
+    return [values[name] for name in names]
+
+
+@torch.no_grad()
+def covariate_samples(run, text: str | None, num: int | None, *, use_mean: bool = True,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[float]]:
+    """``vaekit sample --condition age=40,income=50000``: ``num`` (default 64) samples x ~
+    p(x | z, y), z ~ p(z | y), of the covariates given in their own units (standardized with the
+    run's training mean and std; the others at their mean). Returns the samples and the
+    covariates' values."""
+    model = require_covariates(run, "--condition")
+    dc = run.config.data
+    values = parse_covariates(text or "", dc.condition_columns, dc.condition_mean) if text \
+        else list(dc.condition_mean)
+    y = standardize_covariates([values], dc.condition_mean, dc.condition_std)  # [1, C]
+    num = 64 if num is None else num
+    return model.sample(num, y=y, use_mean=use_mean, generator=generator), values
 
 
 def class_names_of_run(run) -> list[str]:
@@ -490,16 +564,17 @@ def conditional_samples(run, label: str, num: int | None, *, use_mean: bool = Tr
 @torch.no_grad()
 def conditional_reconstructions(run, split: str, source, data_dir, num: int,
                                 as_label: str | None, *, grid: bool) -> tuple[torch.Tensor, int | None]:
-    """``vaekit reconstruct`` of a conditional run: each example encoded with its true label and
-    decoded with it, or with ``as_label`` (the style of the example, drawn as that class). With
-    ``grid``: rows of inputs above their reconstructions."""
-    model = require_conditional(run, "--as-label")
+    """``vaekit reconstruct`` of a conditional run: each example encoded with its true label (or
+    covariates) and decoded with it, or with ``as_label`` (the style of the example, drawn as
+    that class). With ``grid``: rows of inputs above their reconstructions."""
+    model = run.model if as_label is None else require_conditional(run, "--as-label")
     as_y = None if as_label is None else parse_label(as_label, run.data.class_names,
                                                      model.num_classes)
-    x, labels = run.split(split, source, data_dir)
-    labels = labels_or_refuse(labels, "reconstructing with a conditional model")
-    x, labels = x[:num], labels[:num]
-    recon = model.reconstruct(x, labels, as_y)
+    x, _ = run.split(split, source, data_dir)
+    y = labels_or_refuse(run.condition(split, source, data_dir),
+                         "reconstructing with a conditional model")
+    x, y = x[:num], y[:num]
+    recon = model.reconstruct(x, y, as_y)
     if not grid:
         return recon, None
     per_row = min(8, len(x))
@@ -524,6 +599,9 @@ def format_evaluation(result: dict, split: str) -> str:
         lines.append(f"{split}: ELBO {result['elbo']:.2f} nats/example (a bound on log p(x|y)) "
                      f" reconstruction {result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
                      f"({result['num_examples']} examples)")
+        if result.get("conditioned_on") == "columns":
+            lines.append("y: the columns " + ", ".join(result.get("condition_columns", []))
+                         + ", standardized with the training mean and std")
     if "log_likelihood" in result:
         lines.append(f"log p(x|y) {result['log_likelihood']:.2f} +- "
                      f"{result['log_likelihood_stderr']:.2f} nats/example (K="
