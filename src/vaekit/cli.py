@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples (default 64; with --label all: per class, default 8)")
     p.add_argument("--label", help="conditional model: the class to draw (index or name), or "
                                    "'all' for one row per class")
+    p.add_argument("--condition", metavar="NAME=VALUE,...",
+                   help="model conditioned on --condition-columns: their values in the "
+                        "columns' own units (the others at their training mean)")
     p.add_argument("--out", required=True, help=".png grid or .npy array")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
@@ -176,6 +179,18 @@ def cmd_sample(args) -> int:
     run = load(args.run_dir)
     model = run.model
     generator = torch.Generator().manual_seed(args.seed)
+    if args.label is not None and args.condition is not None:
+        raise ConfigError("--label draws a class, --condition gives covariates: use one of them")
+    covariates = getattr(model, "condition_dim", None) and model.num_classes is None
+    if args.condition is not None or (covariates and args.label is None):
+        from .conditional import covariate_samples
+
+        x, values = covariate_samples(run, args.condition, args.num, use_mean=not args.draw,
+                                      generator=generator)
+        _save_array_or_grid(x, args.out)
+        print("given " + ", ".join(f"{name}={value:g}" for name, value in
+                                   zip(run.config.data.condition_columns, values)))
+        return 0
     if args.label is not None:
         from .conditional import conditional_samples
 
@@ -199,7 +214,7 @@ def cmd_reconstruct(args) -> int:
 
     _check_count(args.num)
     run = load(args.run_dir)
-    if getattr(run.model, "num_classes", None) or args.as_label is not None:
+    if getattr(run.model, "condition_dim", None) or args.as_label is not None:
         from .conditional import conditional_reconstructions
 
         x, nrow = conditional_reconstructions(run, args.split, args.data, args.data_dir,

@@ -31,6 +31,10 @@ def _csv_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _csv_names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(","))  # the config refuses empty names
+
+
 # (flag, config section, config key, argparse kwargs) for every training option
 TRAIN_OPTIONS = [
     ("--data", "data", "name", dict(help="digits (default, embedded), mnist, fashion-mnist, "
@@ -45,6 +49,10 @@ TRAIN_OPTIONS = [
      dict(metavar="auto|NAME=TYPE,...", help="read a .csv as a mixed-type table: auto (types "
           "from the values) or e.g. age=numeric,city=categorical,visits=count,smoker=binary; "
           "missing cells are left out of the likelihood")),
+    ("--condition-columns", "data", "condition_columns",
+     dict(type=_csv_names, metavar="NAME,...", help="with --conditional: condition on these "
+          "numeric .csv columns (taken out of x, standardized with the training split's mean "
+          "and std) instead of the class label")),
     ("--no-download", "data", "download", dict(action="store_const", const=False)),
     ("--arch", "model", "arch", dict(metavar=_one_of("model", "arch"))),
     ("--hidden", "model", "hidden", dict(type=_csv_ints, help="MLP hidden sizes, e.g. 400 or 512,256")),

@@ -1,5 +1,6 @@
-"""Conditional VAEs (Sohn, Lee & Yan 2015): a condition y (a class label one-hot) enters the
-posterior q(z | x, y), the likelihood p(x | z, y) and, when asked, the prior p(z | y):
+"""Conditional VAEs (Sohn, Lee & Yan 2015): a condition y (a class label one-hot, or C numeric
+covariates standardized, ``--condition-columns``) enters the posterior q(z | x, y), the
+likelihood p(x | z, y) and, when asked, the prior p(z | y):
 
     log p(x | y) >= E_q(z|x,y)[log p(x | z, y)] - KL(q(z | x, y) || p(z | y)).
 
@@ -56,13 +57,13 @@ class ClassGaussianPrior(nn.Module):
 
 
 class NetworkGaussianPrior(nn.Module):
-    """p(z | y) = N(z; mu(y), diag(sigma^2(y))) with [mu, log sigma^2] an MLP of y (hidden
-    sizes ``hidden``): for conditions that are not classes (covariates)."""
+    """p(z | y) = N(z; mu(y), diag(sigma^2(y))) with [mu, log sigma^2] an MLP of y ``[B, C]``
+    (hidden sizes ``hidden``): for conditions that are not classes (covariates)."""
 
-    def __init__(self, latent_dim: int, num_classes: int, hidden: Sequence[int] = (64,),
+    def __init__(self, latent_dim: int, condition_dim: int, hidden: Sequence[int] = (64,),
                  activation: str = "relu", **_: object) -> None:
         super().__init__()
-        self.net = MLP((num_classes,), (2 * latent_dim,), hidden, activation)
+        self.net = MLP((condition_dim,), (2 * latent_dim,), hidden, activation)
 
     def forward(self, y: torch.Tensor) -> Distribution:
         return _diagonal_gaussian(self.net(y))
@@ -144,14 +145,22 @@ class ConditionalVAE(VAE):
     top of the hierarchical prior), else the plain prior p(z). ``standardize``: applied to x
     before it is joined with y (real-valued data).
 
-    Every method taking ``y`` accepts integer labels ``[B]`` (made one-hot) or condition
-    vectors ``[B, C]``."""
+    y is one of two kinds: ``num_classes`` classes, and every method taking ``y`` accepts
+    integer labels ``[B]`` (made one-hot) or condition vectors ``[B, C]``; or ``condition_dim``
+    C covariates (``num_classes`` None), and ``y`` is a float tensor ``[B, C]`` (or one vector
+    ``[C]`` for all) in standardized units, (value - training mean) / training std.
+    ``condition_dim`` is the width C of y in both cases."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module,
-                 data_shape: Sequence[int], *, num_classes: int, arch: str,
-                 conditional_prior: bool = False, standardize: nn.Module | None = None) -> None:
+                 data_shape: Sequence[int], *, num_classes: int | None = None, arch: str,
+                 conditional_prior: bool = False, standardize: nn.Module | None = None,
+                 condition_dim: int | None = None) -> None:
         super().__init__(encoder, decoder, prior, data_shape)
+        if (num_classes is None) == (condition_dim is None):
+            raise ConfigError("a conditional model conditions on num_classes classes or on "
+                              "condition_dim covariates (one of the two)")
         self.num_classes = num_classes
+        self.condition_dim = num_classes if num_classes is not None else condition_dim
         self.arch = arch
         self.conditional_prior = conditional_prior
         self.standardize = standardize if standardize is not None else nn.Identity()
@@ -159,8 +168,10 @@ class ConditionalVAE(VAE):
     # -- the seam ----------------------------------------------------------------------------
     def condition(self, y: torch.Tensor | int | Sequence[int]) -> torch.Tensor:
         """Labels (an int, a list, ``[B]`` integers) or condition vectors -> ``[B, C]``; labels
-        outside 0..C-1 are refused."""
+        outside 0..C-1 are refused. A covariate model takes float ``[B, C]`` (or ``[C]``)."""
         y = torch.as_tensor(y)
+        if self.num_classes is None:
+            return self._covariates(y)
         if y.dim() == 0:
             y = y.reshape(1)
         if not y.is_floating_point():
@@ -170,6 +181,20 @@ class ConditionalVAE(VAE):
                                   f"{self.num_classes} classes (0..{self.num_classes - 1})")
         device = next(self.parameters()).device
         return one_hot(y, self.num_classes).to(device)
+
+    def _covariates(self, y: torch.Tensor) -> torch.Tensor:
+        dim = self.condition_dim
+        if not y.is_floating_point():
+            raise ConfigError(f"this model is conditioned on {dim} covariates (a float tensor "
+                              f"[B, {dim}], standardized), not on class labels")
+        if y.dim() == 0 or (y.dim() == 1 and dim > 1):
+            y = y.reshape(1, -1)  # one condition vector for all
+        elif y.dim() == 1:
+            y = y[:, None]  # one covariate per example
+        if y.shape[-1] != dim:
+            raise ConfigError(f"the condition y has {y.shape[-1]} values per example; this model "
+                              f"is conditioned on {dim} covariates")
+        return y.to(next(self.parameters()).device, torch.float32)
 
     def given(self, y: torch.Tensor) -> Conditioned:
         """The model conditioned on ``y`` (one per example of the batch)."""
@@ -191,8 +216,9 @@ class ConditionalVAE(VAE):
     # -- the VAE's methods, conditioned ------------------------------------------------------
     def _require(self, y, what: str) -> torch.Tensor:
         if y is None:
+            kind = "class labels" if self.num_classes is not None else "covariates"
             raise ConfigError(f"this model is conditional: {what} needs the condition y "
-                              "(class labels)")
+                              f"({kind})")
         return self.condition(y)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
@@ -206,10 +232,12 @@ class ConditionalVAE(VAE):
     @torch.no_grad()
     def sample(self, num: int, *, y=None, use_mean: bool = True,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """x ~ p(x | z, y), z ~ p(z | y): ``[num, *data_shape]``. ``y``: one label for all, or one
-        per sample; None cycles through the classes 0, 1, ..., C-1, 0, ..."""
+        """x ~ p(x | z, y), z ~ p(z | y): ``[num, *data_shape]``. ``y``: one label (or condition
+        vector) for all, or one per sample; None cycles through the classes 0, 1, ..., C-1, 0,
+        ..., or for covariates takes y = 0, every covariate at its training mean."""
         if y is None:
-            y = torch.arange(num) % self.num_classes
+            y = torch.arange(num) % self.num_classes if self.num_classes is not None \
+                else torch.zeros(num, self.condition_dim)
         y = self.condition(y)
         if len(y) == 1:
             y = y.expand(num, -1)
@@ -276,22 +304,24 @@ class BottomLayerAndCondition(nn.Module):
 
 def build_conditional_model(cfg, data_shape: Sequence[int]) -> ConditionalVAE:
     """The conditional VAE (or, with ``cfg.semi_supervised``, the M2 model of
-    :mod:`vaekit.semisupervised`) of a resolved config: ``cfg.num_classes`` conditions."""
+    :mod:`vaekit.semisupervised`) of a resolved config: conditioned on ``cfg.num_classes``
+    classes (y one-hot) or on ``cfg.condition_dim`` covariates."""
     from .model import build_parts
     from .likelihoods import needs_levels
     from .nets import ScaleLevels, Standardize
 
-    if not cfg.num_classes:
-        raise ConfigError("a conditional model needs model.num_classes (filled in from the "
-                          "data set's labels when training)")
+    if not (cfg.num_classes or cfg.condition_dim):
+        raise ConfigError("a conditional model needs model.num_classes or model.condition_dim "
+                          "(filled in from the data set's labels or condition columns when "
+                          "training)")
     data_shape = tuple(data_shape)
-    num_classes = cfg.num_classes
-    encoder, decoder, prior = build_parts(cfg, data_shape, condition_dim=num_classes)
+    condition_dim = cfg.condition_dim or cfg.num_classes  # the width of y
+    encoder, decoder, prior = build_parts(cfg, data_shape, condition_dim=condition_dim)
     conditional_prior = cfg.conditional_prior != "none"
     if conditional_prior:
         top_size = cfg.latent_sizes[-1]
         top = CONDITIONAL_PRIORS[cfg.conditional_prior](
-            top_size, num_classes, hidden=cfg.layer_hidden, activation=cfg.activation)
+            top_size, condition_dim, hidden=cfg.layer_hidden, activation=cfg.activation)
         if len(cfg.latent_sizes) > 1:
             prior.top = top
         else:
@@ -299,8 +329,8 @@ def build_conditional_model(cfg, data_shape: Sequence[int]) -> ConditionalVAE:
     standardize = Standardize(data_shape) if cfg.standardize else None
     if needs_levels(cfg.likelihood):  # integer levels: the encoder sees k / (n - 1), as unconditioned
         standardize = ScaleLevels(cfg.levels)
-    options = dict(num_classes=num_classes, arch=cfg.arch, conditional_prior=conditional_prior,
-                   standardize=standardize)
+    options = dict(num_classes=cfg.num_classes, condition_dim=cfg.condition_dim, arch=cfg.arch,
+                   conditional_prior=conditional_prior, standardize=standardize)
     if cfg.semi_supervised:
         from .semisupervised import SemiSupervisedVAE, classifier_net
 
@@ -340,6 +370,7 @@ def evaluate_conditional(model: ConditionalVAE, x: torch.Tensor, labels: torch.T
     if labels is None:
         raise ConfigError("a conditional model is evaluated on labelled data; this split has "
                           "no labels")
+    conditioned_on = "label" if model.num_classes is not None else "columns"
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -363,7 +394,7 @@ def evaluate_conditional(model: ConditionalVAE, x: torch.Tensor, labels: torch.T
     model.train(was_training)
     n = max(len(x), 1)
     out = {"elbo": float(sums[0] / n), "reconstruction": float(sums[1] / n),
-           "kl": float(sums[2] / n), "num_examples": len(x), "conditioned_on": "label"}
+           "kl": float(sums[2] / n), "num_examples": len(x), "conditioned_on": conditioned_on}
     if num_samples > 0:
         out.update(log_likelihood_summary(torch.cat(log_px), model.data_shape, is_image))
         out.update(num_samples=num_samples, ess_mean=float(torch.cat(ess).mean()),
@@ -375,9 +406,13 @@ def evaluate_run_model(model: ConditionalVAE, x: torch.Tensor, labels: torch.Ten
                        num_samples: int, batch_size: int = 1000, is_image: bool = False,
                        seed: int = 0) -> dict:
     """What ``vaekit evaluate`` reports for a conditional model: the conditional ELBO and the
-    importance-sampled log p(x | y) with the true labels (:func:`evaluate_conditional`); for
-    the semi-supervised M2 model also the unlabelled bound U(x) on log p(x) (``elbo``; the
-    conditional bound is then ``elbo_given_label``) and the test ``classification_error``."""
+    importance-sampled log p(x | y) with the true labels, or the standardized covariates
+    ``[N, C]`` of a covariate model (:func:`evaluate_conditional`); for the semi-supervised M2
+    model also the unlabelled bound U(x) on log p(x) (``elbo``; the conditional bound is then
+    ``elbo_given_label``) and the test ``classification_error``."""
+    if model.num_classes is None:  # covariates
+        return evaluate_conditional(model, x, labels, num_samples=num_samples,
+                                    batch_size=batch_size, seed=seed, is_image=is_image)
     labels = labels_or_refuse(labels, "evaluating a conditional model").long()
     result = evaluate_conditional(model, x, labels, num_samples=num_samples,
                                   batch_size=batch_size, seed=seed, is_image=is_image)
@@ -389,6 +424,15 @@ def evaluate_run_model(model: ConditionalVAE, x: torch.Tensor, labels: torch.Ten
         result.update(evaluate_semi_supervised(model, x, labels, batch_size=batch_size,
                                                seed=seed))
     return result
+
+
+def standardize_covariates(values, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """y = (value - mean) / std per covariate, with the training split's ``mean`` and ``std``
+    (``data.condition_mean``, ``data.condition_std``): ``values [N, C]`` in the columns' own
+    units -> float32 ``[N, C]``."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return ((values - mean) / std).float()
 
 
 def labels_or_refuse(labels: torch.Tensor | None, what: str) -> torch.Tensor:
@@ -427,11 +471,71 @@ def parse_label(text: str, class_names: Sequence[str] | None, num_classes: int) 
 
 
 def require_conditional(run, flag: str) -> ConditionalVAE:
+    """The run's model when it is conditioned on class labels (what ``flag`` draws)."""
     model = run.model
-    if not getattr(model, "num_classes", None):
+    if not getattr(model, "condition_dim", None):
         raise ConfigError(f"{flag} needs a conditional model (trained with --conditional or "
                           "--semi-supervised); this run is unconditional")
+    if model.num_classes is None:
+        names = ",".join(run.config.data.condition_columns or ())
+        raise ConfigError(f"{flag} draws a class, but this run is conditioned on the columns "
+                          f"{names}: give their values with vaekit sample --condition NAME=VALUE")
     return model
+
+
+def require_covariates(run, flag: str) -> ConditionalVAE:
+    """The run's model when it is conditioned on covariates (``--condition-columns``)."""
+    model = run.model
+    if not getattr(model, "condition_dim", None):
+        raise ConfigError(f"{flag} needs a model conditioned on covariates (trained with "
+                          "--conditional --condition-columns); this run is unconditional")
+    if model.num_classes is not None:
+        raise ConfigError(f"{flag} gives the values of covariates, but this run is conditioned "
+                          "on class labels: draw a class with --label")
+    return model
+
+
+def parse_covariates(text: str, names: Sequence[str], mean: Sequence[float]) -> list[float]:
+    """``"age=40,income=50000"`` -> one value per condition column in its own units; columns
+    left out are at their training mean."""
+    values = dict(zip(names, mean))
+    given: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--condition: '{item}' is not NAME=VALUE (e.g. "
+                              f"{names[0]}={mean[0]:g})")
+        if name not in values:
+            raise ConfigError(f"--condition: '{name}' is not a condition column of this run "
+                              f"(its columns: {', '.join(names)})")
+        if name in given:
+            raise ConfigError(f"--condition gives '{name}' twice")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--condition {name}={value}: not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"--condition {name}={value}: not a finite number")
+        values[name] = number
+        given.add(name)
+    return [values[name] for name in names]
+
+
+@torch.no_grad()
+def covariate_samples(run, text: str | None, num: int | None, *, use_mean: bool = True,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[float]]:
+    """``vaekit sample --condition age=40,income=50000``: ``num`` (default 64) samples x ~
+    p(x | z, y), z ~ p(z | y), of the covariates given in their own units (standardized with the
+    run's training mean and std; the others at their mean). Returns the samples and the
+    covariates' values."""
+    model = require_covariates(run, "--condition")
+    dc = run.config.data
+    values = parse_covariates(text or "", dc.condition_columns, dc.condition_mean) if text \
+        else list(dc.condition_mean)
+    y = standardize_covariates([values], dc.condition_mean, dc.condition_std)  # [1, C]
+    num = 64 if num is None else num
+    return model.sample(num, y=y, use_mean=use_mean, generator=generator), values
 
 
 def class_names_of_run(run) -> list[str]:
@@ -460,16 +564,17 @@ def conditional_samples(run, label: str, num: int | None, *, use_mean: bool = Tr
 @torch.no_grad()
 def conditional_reconstructions(run, split: str, source, data_dir, num: int,
                                 as_label: str | None, *, grid: bool) -> tuple[torch.Tensor, int | None]:
-    """``vaekit reconstruct`` of a conditional run: each example encoded with its true label and
-    decoded with it, or with ``as_label`` (the style of the example, drawn as that class). With
-    ``grid``: rows of inputs above their reconstructions."""
-    model = require_conditional(run, "--as-label")
+    """``vaekit reconstruct`` of a conditional run: each example encoded with its true label (or
+    covariates) and decoded with it, or with ``as_label`` (the style of the example, drawn as
+    that class). With ``grid``: rows of inputs above their reconstructions."""
+    model = run.model if as_label is None else require_conditional(run, "--as-label")
     as_y = None if as_label is None else parse_label(as_label, run.data.class_names,
                                                      model.num_classes)
-    x, labels = run.split(split, source, data_dir)
-    labels = labels_or_refuse(labels, "reconstructing with a conditional model")
-    x, labels = x[:num], labels[:num]
-    recon = model.reconstruct(x, labels, as_y)
+    x, _ = run.split(split, source, data_dir)
+    y = labels_or_refuse(run.condition(split, source, data_dir),
+                         "reconstructing with a conditional model")
+    x, y = x[:num], y[:num]
+    recon = model.reconstruct(x, y, as_y)
     if not grid:
         return recon, None
     per_row = min(8, len(x))
@@ -494,6 +599,9 @@ def format_evaluation(result: dict, split: str) -> str:
         lines.append(f"{split}: ELBO {result['elbo']:.2f} nats/example (a bound on log p(x|y)) "
                      f" reconstruction {result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
                      f"({result['num_examples']} examples)")
+        if result.get("conditioned_on") == "columns":
+            lines.append("y: the columns " + ", ".join(result.get("condition_columns", []))
+                         + ", standardized with the training mean and std")
     if "log_likelihood" in result:
         lines.append(f"log p(x|y) {result['log_likelihood']:.2f} +- "
                      f"{result['log_likelihood_stderr']:.2f} nats/example (K="

@@ -84,6 +84,45 @@ class DataConfig(_Strict):
     # a CSV read as a mixed-type table: "auto" (types from the values) or declared types,
     # "age=numeric,city=categorical" (numeric, binary, count, categorical); None: numbers only
     column_types: str | None = None
+    # CSV columns taken out of x to be the condition y of a conditional model (--conditional):
+    # numeric covariates, standardized with the training split's mean and std; None: y is the
+    # class label
+    condition_columns: tuple[str, ...] | None = None
+    # the condition columns' mean and standard deviation over the training split (filled in
+    # when training; load, evaluate and sample standardize with them)
+    condition_mean: tuple[float, ...] | None = None
+    condition_std: tuple[Annotated[float, Field(gt=0)], ...] | None = None
+
+    @field_validator("condition_columns")
+    @classmethod
+    def _named_columns(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is None:
+            return None
+        names = tuple(name.strip() for name in names)
+        if not names or not all(names):
+            raise ValueError("condition_columns needs one or more column names, e.g. "
+                             "--condition-columns age,income")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"condition_columns names {', '.join(repeated)} more than once")
+        return names
+
+    @model_validator(mode="after")
+    def _statistics_of_the_condition_columns(self) -> "DataConfig":
+        for key in ("condition_mean", "condition_std"):
+            values = getattr(self, key)
+            if values is None:
+                continue
+            if self.condition_columns is None:
+                raise ValueError(f"{key} is a statistic of the condition columns; set "
+                                 "condition_columns (--condition-columns) too")
+            if len(values) != len(self.condition_columns):
+                raise ValueError(f"{key} has {len(values)} values for "
+                                 f"{len(self.condition_columns)} condition columns")
+        if (self.condition_mean is None) != (self.condition_std is None):
+            raise ValueError("condition_mean and condition_std come together (both filled in "
+                             "from the training split)")
+        return self
 
     @field_validator("column_types")
     @classmethod
@@ -153,6 +192,9 @@ class ModelConfig(_Strict):
     conditional_prior: str = "none"
     semi_supervised: bool = False  # M2 (Kingma et al. 2014): a conditional VAE with a classifier q(y|x)
     num_classes: int | None = Field(None, gt=0)  # classes y of a conditional model (filled in from the data)
+    # width C of a condition y of covariates, y in R^C (filled in: the number of
+    # data.condition_columns); None for a model conditioned on class labels (one-hot, num_classes)
+    condition_dim: int | None = Field(None, gt=0)
 
     @field_validator("latent_dim")
     @classmethod
@@ -232,6 +274,16 @@ class ModelConfig(_Strict):
         if self.conditional_prior != "none" and not (self.conditional or self.semi_supervised):
             raise ValueError("conditional_prior (--conditional-prior) is the prior p(z|y) of a "
                              "conditional model: add --conditional")
+        if self.condition_dim is not None:
+            if self.num_classes is not None:
+                raise ValueError("a conditional model's y is one-hot over num_classes classes or "
+                                 "a vector of condition_dim covariates, not both")
+            if self.semi_supervised:
+                raise ValueError("a semi-supervised model classifies class labels; its y cannot "
+                                 "be covariates (condition_dim)")
+            if self.conditional_prior == "class":
+                raise ValueError("conditional_prior 'class' is one Gaussian per class; a model "
+                                 "conditioned on covariates (condition_dim) takes 'net' or 'none'")
         if self.conditional_prior != "none" and self.prior != "normal":
             raise ValueError(f"conditional_prior '{self.conditional_prior}' replaces the prior "
                              f"p(z) by p(z|y); it cannot be combined with prior '{self.prior}'")
@@ -349,6 +401,7 @@ class RunConfig(_Strict):
             raise ValueError(f"objective 'iwae-dreg' evaluates q(z|x) with its parameters "
                              f"detached, which posterior '{posterior}' (learned transforms) "
                              f"cannot; use objective 'iwae' or posterior {' or '.join(valid)}")
+        self._condition_columns_rules()
         if self.model.semi_supervised and self.train.labels_per_class is None:
             raise ValueError("a semi-supervised model (--semi-supervised) needs "
                              "--labels-per-class N (train.labels_per_class)")
@@ -364,6 +417,32 @@ class RunConfig(_Strict):
                              "the classes): objective elbo, reparameterized, without beta, "
                              "KL warm-up or free bits")
         return self
+
+
+    def _condition_columns_rules(self) -> None:
+        """--condition-columns names the covariates y of a --conditional model (required, not
+        implied, as with --conditional-prior)."""
+        names, model = self.data.condition_columns, self.model
+        if names is None:
+            if model.condition_dim is not None:
+                raise ValueError("model.condition_dim is the number of condition columns; set "
+                                 "data.condition_columns (--condition-columns) too")
+            return
+        if model.semi_supervised:
+            raise ValueError("--condition-columns conditions on covariates, --semi-supervised "
+                             "classifies class labels: use one or the other")
+        if not model.conditional:
+            raise ValueError("--condition-columns names the condition y of a conditional model: "
+                             "add --conditional")
+        if model.conditional_prior == "class":
+            raise ValueError("--conditional-prior class is one Gaussian per class; covariates "
+                             "(--condition-columns) take --conditional-prior net, or none")
+        if model.num_classes is not None:
+            raise ValueError("model.num_classes applies to class labels; a model conditioned on "
+                             "--condition-columns has condition_dim covariates instead")
+        if model.condition_dim not in (None, len(names)):
+            raise ValueError(f"model.condition_dim is {model.condition_dim} but "
+                             f"{len(names)} condition columns are named")
 
 
 def _format_error(err: ValidationError) -> str:

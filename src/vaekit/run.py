@@ -117,7 +117,9 @@ class Run:
     history: list[dict] = field(default_factory=list)  # metrics.jsonl, one record per epoch
     results: dict = field(default_factory=dict)  # results.json
     evaluation: dict = field(default_factory=dict)  # evaluation.json
-    prepared: dict = field(default_factory=dict, repr=False)  # split -> (x, labels), prepared
+    # split -> (x, labels, covariates): prepared, with a --condition-columns run's standardized
+    # covariates (else None)
+    prepared: dict = field(default_factory=dict, repr=False)
 
     @property
     def metrics(self) -> dict:
@@ -136,6 +138,22 @@ class Run:
         """Split ``name`` of the run's data set (or of ``source``), prepared as in training:
         binarized once with the split's fixed seed when the run binarizes, checked against
         the model's data shape and the likelihood's support. Returns ``(x, labels)``."""
+        x, labels, _ = self._prepared(name, source, data_dir)
+        return x, labels
+
+    def condition(self, name: str = "test", source: str | None = None,
+                  data_dir: str | None = None) -> torch.Tensor | None:
+        """What the model is conditioned on in split ``name`` (of the run's data, or of
+        ``source``): the class labels ``[N]`` of a class-conditional run, the covariates of a
+        ``--condition-columns`` run standardized with its training mean and std ``[N, C]``
+        (:func:`vaekit.conditional.standardize_covariates`), None for an unconditional one."""
+        if not getattr(self.model, "condition_dim", None):
+            return None
+        _, labels, covariates = self._prepared(name, source, data_dir)
+        return labels if self.model.num_classes is not None else covariates
+
+    def _prepared(self, name: str, source: str | None, data_dir: str | None):
+        from .conditional import standardize_covariates
         from .data import load_dataset, prepare_split
 
         own = source is None and data_dir is None
@@ -145,15 +163,20 @@ class Run:
         dataset = load_dataset(dc.name if source is None else source,
                                dc.data_dir if data_dir is None and source is None else data_dir,
                                val_fraction=dc.val_fraction, split_seed=dc.split_seed,
-                               download=dc.download, column_types=dc.column_types)
+                               download=dc.download, column_types=dc.column_types,
+                               condition_columns=dc.condition_columns)
         x, labels = dataset.split(name)
         check_data_shape(self.model, x, f"split '{name}' of {dataset.name}")
         x = prepare_split(x, name, dc.binarize, dc.split_seed, self.config.model.levels,
                           dataset.levels)
         self.model.decoder.check_support(x)
+        covariates = None
+        if dc.condition_columns:
+            covariates = standardize_covariates(dataset.conditions[name], dc.condition_mean,
+                                                dc.condition_std)
         if own:
-            self.prepared[name] = (x, labels)
-        return x, labels
+            self.prepared[name] = (x, labels, covariates)
+        return x, labels, covariates
 
     # -- what a run can do -----------------------------------------------------------------
     def evaluate(self, *, split: str = "test", source: str | None = None,
@@ -173,15 +196,18 @@ class Run:
             raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
         if num_examples is not None and num_examples <= 0:
             raise ConfigError("--num-examples must be a positive number of examples")
-        x, labels = self.split(split, source, data_dir)
+        x, _ = self.split(split, source, data_dir)
+        y = self.condition(split, source, data_dir)
         if num_examples:
-            x, labels = x[:num_examples], (labels[:num_examples] if labels is not None else None)
-        if getattr(self.model, "num_classes", None):  # conditional: given the labels
+            x, y = x[:num_examples], (y[:num_examples] if y is not None else None)
+        if getattr(self.model, "condition_dim", None):  # conditional: given the labels or covariates
             from .conditional import evaluate_run_model
 
             result = {"split": split, **evaluate_run_model(
-                self.model, x, labels, num_samples=num_samples, batch_size=batch_size,
+                self.model, x, y, num_samples=num_samples, batch_size=batch_size,
                 is_image=self.data.is_image, seed=seed)}
+            if self.config.data.condition_columns:
+                result["condition_columns"] = list(self.config.data.condition_columns)
         else:
             result = {"split": split, **evaluate_model(
                 self.model, x, num_samples=num_samples, batch_size=batch_size,
@@ -202,17 +228,20 @@ class Run:
         ``num_samples`` draws z ~ q(z|x) per example ``[N, S, L]`` when asked, and the labels
         when the data has them: ``{"mean", "samples"?, "labels"?}`` as numpy arrays. With
         several stochastic layers, of the layer ``layer`` (1 = next to x; None: the top). A
-        conditional model's codes are those of q(z | x, y) with the split's labels."""
+        conditional model's codes are those of q(z | x, y) with the split's labels (or
+        covariates)."""
         where = self.model.layer_slice(layer)
         x, labels = self.split(split, source, data_dir)
+        y = self.condition(split, source, data_dir)
         if num:
             x, labels = x[:num], (labels[:num] if labels is not None else None)
+            y = y[:num] if y is not None else None
         means, draws = [], []
-        conditional = bool(getattr(self.model, "num_classes", None))  # codes of q(z | x, y)
-        if conditional and labels is None:
+        conditional = bool(getattr(self.model, "condition_dim", None))  # codes of q(z | x, y)
+        if conditional and y is None:
             raise DataError("a conditional model encodes x with its label; this split has none")
         for start in range(0, len(x), batch_size):
-            given = (labels[start : start + batch_size],) if conditional else ()
+            given = (y[start : start + batch_size],) if conditional else ()
             q_z = self.model.encode(x[start : start + batch_size], *given)
             means.append(posterior_mean(q_z)[..., where])
             if num_samples:

@@ -351,26 +351,45 @@ class TableLikelihood(_ColumnScaling):
             raise DataError(f"column {j + 1} ({c}) holds a value that is not {need}")
 
 
+class EncodingAndCondition(nn.Module):
+    """[x, y] ``[..., D + C]`` -> [encoding(x), y]: what the encoder MLP of a conditional model
+    reads for a table, the row's :class:`TableEncoding` followed by the C condition values."""
+
+    def __init__(self, encoding: TableEncoding) -> None:
+        super().__init__()
+        self.encoding = encoding
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        num_columns = len(self.encoding.columns)
+        return torch.cat([self.encoding(xy[..., :num_columns]), xy[..., num_columns:]], -1)
+
+
 def table_mlp_networks(cfg, data_shape: tuple[int, ...], enc_out: int):
     """The MLP family for a table: encoder ``TableEncoding -> MLP -> enc_out``, decoder
-    ``MLP: z -> the columns' parameters`` (``cfg.hidden`` mirrored)."""
+    ``MLP: z -> the columns' parameters`` (``cfg.hidden`` mirrored). ``data_shape`` is (D,), or
+    (D + C,) for the encoder of a conditional model, which reads [x, y]
+    (:class:`EncodingAndCondition`)."""
     columns = parse_columns(cfg.columns)
     encoding = TableEncoding(columns)
+    condition_dim = data_shape[0] - len(columns)
     hidden = list(cfg.hidden)
-    enc = nn.Sequential(encoding, MLP((encoding.encoding_dim,), (enc_out,), hidden,
-                                      cfg.activation, gated=cfg.gated))
+    enc = nn.Sequential(EncodingAndCondition(encoding) if condition_dim else encoding,
+                        MLP((encoding.encoding_dim + condition_dim,), (enc_out,), hidden,
+                            cfg.activation, gated=cfg.gated))
     dec = MLP((cfg.latent_dim,), (_Layout(columns).num_params,), hidden[::-1], cfg.activation,
               gated=cfg.gated)
     return enc, dec
 
 
 @torch.no_grad()
-def column_reconstruction(model, x: torch.Tensor, batch_size: int = 1000) -> list[dict]:
+def column_reconstruction(model, x: torch.Tensor, batch_size: int = 1000,
+                          y: torch.Tensor | None = None) -> list[dict]:
     """How well each column is reconstructed, over the observed entries of ``x [N, D]``: the
     decoder at the posterior mean, p(x | z = E_q[z|x]), scored by its mean log p(x_j|z) (nats)
     and by an error: RMSE / the column's standard deviation for numeric and count columns (1 is
     no better than predicting the mean), the error rate of the most probable value for binary
-    and categorical ones. One dict per column: kind, observed, log_prob, metric, error."""
+    and categorical ones. One dict per column: kind, observed, log_prob, metric, error. A
+    conditional model is given the condition ``y`` of each row (labels or covariates)."""
     from .model import posterior_mean
 
     device = next(model.parameters()).device
@@ -380,7 +399,8 @@ def column_reconstruction(model, x: torch.Tensor, batch_size: int = 1000) -> lis
     observed = torch.zeros(len(columns), dtype=torch.float64)
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
-        p_x = model.decoder(posterior_mean(model.encoder(xb)))
+        bound = model if y is None else model.given(y[start : start + batch_size])
+        p_x = bound.decoder(posterior_mean(bound.encoder(xb)))
         mask = ~torch.isnan(xb)
         log_prob += p_x.log_prob_columns(xb).double().sum(0).cpu()
         mean = p_x.mean

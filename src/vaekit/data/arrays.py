@@ -99,9 +99,13 @@ def dataset_from_arrays(
     split_seed: int,
     uint8_scale: float | None = None,
     class_names: tuple[str, ...] | None = None,
+    conditions: np.ndarray | None = None,
+    condition_columns: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Validates user arrays (``arrays['train']`` required; 'val'/'test' optional and split off
     train with a seeded permutation when absent) and converts them to a :class:`Dataset`.
+    ``conditions [N, C]``: the values of the ``condition_columns`` of ``arrays['train']`` (a
+    .csv's covariates), split with it.
 
     ``uint8_scale``: what uint8 arrays are divided by; None means 255, or 1 when every uint8
     value is already 0 or 1 (binary data stored as uint8)."""
@@ -129,6 +133,9 @@ def dataset_from_arrays(
     }
 
     missing = [split for split in ("val", "test") if split not in floats]
+    covariates = {"train": conditions}
+    if conditions is not None and missing != ["val", "test"]:
+        raise ValueError("conditions come with arrays['train'] alone and are split with it")
     if missing:
         x, y = floats["train"], checked_labels["train"]
         if len(x) < len(missing) + 1:
@@ -139,6 +146,7 @@ def dataset_from_arrays(
         for split, idx in zip(["train", *missing], parts):
             floats[split] = x[idx]
             checked_labels[split] = None if y is None else y[idx]
+            covariates[split] = None if conditions is None else conditions[idx]
 
     value_kind = _infer_value_kind([floats[split] for split in SPLITS])
     tensors = {split: torch.from_numpy(np.ascontiguousarray(floats[split])) for split in SPLITS}
@@ -148,5 +156,7 @@ def dataset_from_arrays(
         name=name, train=tensors["train"], val=tensors["val"], test=tensors["test"],
         train_labels=label_tensors["train"], val_labels=label_tensors["val"],
         test_labels=label_tensors["test"], value_kind=value_kind, is_image=is_image,
-        class_names=class_names,
+        class_names=class_names, condition_columns=condition_columns,
+        conditions=None if conditions is None else
+        {split: torch.from_numpy(covariates[split]) for split in SPLITS},
     )

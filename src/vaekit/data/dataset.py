@@ -32,6 +32,10 @@ class Dataset:
     # images, 2 for binary data); None when not known
     levels: int | None = None
     table: Any = None  # a mixed-type table's TableSchema (vaekit.data.tabular), else None
+    # the .csv columns taken out of x as covariates (--condition-columns), else None
+    condition_columns: tuple[str, ...] | None = None
+    # their raw values per split: {"train": [N_train, C] float64, "val": ..., "test": ...}
+    conditions: dict[str, torch.Tensor] | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:

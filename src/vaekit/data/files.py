@@ -88,7 +88,8 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _load_csv(path: Path, *, val_fraction: float, split_seed: int) -> Dataset:
+def _load_csv(path: Path, *, val_fraction: float, split_seed: int,
+              condition_columns: tuple[str, ...] | None = None) -> Dataset:
     try:
         with open(path, newline="", encoding="utf-8") as file:
             rows = [(line, row) for line, row in enumerate(csv.reader(file), start=1) if row]
@@ -111,6 +112,21 @@ def _load_csv(path: Path, *, val_fraction: float, split_seed: int) -> Dataset:
         if len(row) != num_columns:
             raise DataError(f"{path.name}: row {line} has {len(row)} columns, expected "
                             f"{num_columns}; every row needs the same number of columns")
+
+    conditions = None
+    if condition_columns:  # taken out before the cells are read as numbers
+        import pandas as pd
+
+        from .tabular import take_condition_columns
+
+        if header is None:
+            raise DataError(f"{path.name}: --condition-columns names columns of a header row, "
+                            "and the file has none")
+        frame, conditions = take_condition_columns(
+            pd.DataFrame([row for _, row in rows], columns=header, dtype=object),
+            condition_columns, path.name, [line for line, _ in rows])
+        header = [str(c) for c in frame.columns]
+        rows = [(line, row) for (line, _), row in zip(rows, frame.to_numpy().tolist())]
 
     def column_name(j: int) -> str:
         return f"'{header[j]}'" if header is not None else str(j + 1)
@@ -137,7 +153,8 @@ def _load_csv(path: Path, *, val_fraction: float, split_seed: int) -> Dataset:
         if table.shape[1] == 0:
             raise DataError(f"{path.name}: only a label column; it needs feature columns too")
     return dataset_from_arrays(path.name, {"train": table}, labels,
-                                val_fraction=val_fraction, split_seed=split_seed)
+                                val_fraction=val_fraction, split_seed=split_seed,
+                                conditions=conditions, condition_columns=condition_columns)
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -222,7 +239,14 @@ FILE_LOADERS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_path(path: Path, *, val_fraction: float, split_seed: int) -> Dataset:
+def load_path(path: Path, *, val_fraction: float, split_seed: int,
+              condition_columns: tuple[str, ...] | None = None) -> Dataset:
+    if condition_columns and (path.is_dir() or path.suffix.lower() != ".csv"):
+        what = "a folder of images" if path.is_dir() else f"'{path.name}'"
+        raise DataError(f"--condition-columns takes columns of a .csv table, not {what}")
+    if condition_columns:
+        return _load_csv(path, val_fraction=val_fraction, split_seed=split_seed,
+                         condition_columns=condition_columns)
     if path.is_dir():
         return _load_image_folder(path, val_fraction=val_fraction, split_seed=split_seed)
     loader = FILE_LOADERS.get(path.suffix.lower())

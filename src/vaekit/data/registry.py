@@ -52,7 +52,8 @@ def class_names_of(name: str) -> tuple[str, ...] | None:
 
 def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1,
                  split_seed: int = 0, download: bool = True,
-                 column_types: str | None = None) -> Dataset:
+                 column_types: str | None = None,
+                 condition_columns: tuple[str, ...] | None = None) -> Dataset:
     """Loads a registered data set by name (:data:`DATASET_NAMES`) or the user's data from a path.
 
     - ``digits``: scikit-learn's 1797 8x8 digits / 16, split ~80/10/10 with ``split_seed``.
@@ -67,12 +68,18 @@ def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fractio
     - with ``column_types`` (``"auto"`` or ``"age=numeric,city=categorical"``) a ``.csv`` is a
       mixed-type table read with pandas (:func:`vaekit.data.tabular.load_table_csv`): category
       codes, NaN for missing cells, its schema in ``Dataset.table``.
+    - with ``condition_columns`` (``("age", "income")``, a ``.csv`` only) those numeric columns
+      are taken out of x: their values per split in ``Dataset.conditions`` (the covariates of a
+      conditional model, :mod:`vaekit.training.conditioning`).
 
     Returns a :class:`Dataset` of float32 tensors [N, *data_shape]: images [N, C, H, W], vectors
     [N, D]. Raises :class:`DataError` for anything missing, corrupt or malformed."""
     check_val_fraction(val_fraction)
     if source in DATASETS and column_types is not None:
         raise DataError(f"--column-types applies to a .csv table, not the data set '{source}'")
+    if source in DATASETS and condition_columns:
+        raise DataError(f"--condition-columns takes columns of a .csv table, not the data set "
+                        f"'{source}'")
     if source in DATASETS:
         directory = Path(data_dir).expanduser() if data_dir is not None else None
         return DATASETS[source].load(directory, val_fraction=val_fraction, split_seed=split_seed,
@@ -89,5 +96,6 @@ def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fractio
         if path.suffix.lower() != ".csv":
             raise DataError(f"--column-types reads a .csv table, not '{path.name}'")
         return load_table_csv(path, column_types, val_fraction=val_fraction,
-                              split_seed=split_seed)
-    return load_path(path, val_fraction=val_fraction, split_seed=split_seed)
+                              split_seed=split_seed, condition_columns=condition_columns)
+    return load_path(path, val_fraction=val_fraction, split_seed=split_seed,
+                     condition_columns=condition_columns)

@@ -222,37 +222,96 @@ def read_table(path: str | Path, column_types: str | Mapping | None = None,
                label_columns: Sequence[str] = ()) -> tuple[Any, TableSchema, Any]:
     """A CSV table read with pandas: ``(frame, schema, labels)``, the label column (named in
     ``label_columns``, case-insensitive) taken out when present."""
+    path = Path(path)
+    frame = _read_csv_frame(path)
+    labels = _pop_label_column(frame, label_columns, path.name)
+    return frame, TableSchema.infer(frame, column_types), labels
+
+
+def _read_csv_frame(path: Path):
     import pandas as pd
 
-    path = Path(path)
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise DataError(f"{path.name}: cannot read it as CSV ({error})") from None
     if frame.empty:
         raise DataError(f"{path.name}: the file holds no rows")
-    labels = None
+    return frame
+
+
+def _pop_label_column(frame, label_columns: Sequence[str], where: str):
     found = [c for c in frame.columns if str(c).lower() in label_columns]
     if len(found) > 1:
-        raise DataError(f"{path.name}: several label columns ({', '.join(found)}); keep only one")
-    if found:
-        labels = frame.pop(found[0])
-    return frame, TableSchema.infer(frame, column_types), labels
+        raise DataError(f"{where}: several label columns ({', '.join(found)}); keep only one")
+    return frame.pop(found[0]) if found else None
+
+
+def take_condition_columns(frame, names: Sequence[str], where: str,
+                           lines: Sequence[int] | None = None) -> tuple[Any, np.ndarray]:
+    """The columns ``names`` of a DataFrame taken out (``--condition-columns``): ``(the rest of
+    the frame, their values [N, C] float64)``. Refuses, naming the column, an unknown name
+    (listing the table's columns), a column that is not numeric, empty cells and infinite
+    values. ``lines``: the file line of each row, for messages (default: below one header)."""
+    import pandas as pd
+
+    columns = [str(c) for c in frame.columns]
+    lines = list(range(2, 2 + len(frame))) if lines is None else list(lines)
+    values = np.empty((len(frame), len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        if name not in columns:
+            raise DataError(f"{where}: no column '{name}' to condition on (--condition-columns); "
+                            f"its columns are {', '.join(columns)}")
+        if columns.count(name) > 1:
+            raise DataError(f"{where}: several columns are named '{name}'; rename them")
+        column = frame[frame.columns[columns.index(name)]]
+        text = column.astype(str).str.strip() if column.dtype == object else None
+        empty = column.isna().to_numpy() if text is None else \
+            (column.isna() | (text == "")).to_numpy()
+        if empty.any():
+            count, line = int(empty.sum()), lines[int(np.flatnonzero(empty)[0])]
+            raise DataError(f"{where}: condition column '{name}' has {count} empty "
+                            f"cell{'s' if count > 1 else ''} (the first on line {line}); fill "
+                            "them or drop those rows")
+        numbers = pd.to_numeric(column, errors="coerce")
+        not_numbers = np.ones(len(column), bool) if pd.api.types.is_bool_dtype(column.dtype) \
+            else numbers.isna().to_numpy()
+        if not_numbers.any():
+            i = int(np.flatnonzero(not_numbers)[0])
+            raise DataError(f"{where}: condition column '{name}' is not numeric (line "
+                            f"{lines[i]}: {str(column.iloc[i])!r}); --condition-columns takes "
+                            "numeric covariates")
+        values[:, j] = numbers.to_numpy(dtype=np.float64)
+        if not np.isfinite(values[:, j]).all():
+            raise DataError(f"{where}: condition column '{name}' holds infinite values")
+    rest = frame.drop(columns=[frame.columns[columns.index(n)] for n in names])
+    if rest.shape[1] == 0:
+        raise DataError(f"{where}: every column is a condition column; x needs columns too")
+    return rest, values
 
 
 def load_table_csv(path: Path, column_types: str | Mapping | None, *, val_fraction: float,
-                   split_seed: int):
+                   split_seed: int, condition_columns: Sequence[str] | None = None):
     """A CSV as a mixed-type table: a :class:`~vaekit.data.dataset.Dataset` of encoded rows
     (category codes, NaN for missing cells) with its schema in ``table``, split into train /
-    validation / test with ``split_seed`` like every user file; a ``label``/``class``/``target``
-    column becomes the labels (its values the class names)."""
+    validation / test with ``split_seed`` like every user file; the ``condition_columns``
+    taken out first (their values in ``Dataset.conditions``), then a ``label``/``class``/
+    ``target`` column becomes the labels (its values the class names)."""
     import torch
 
     from .arrays import held_out_size, split_indices
     from .dataset import Dataset
     from .files import LABEL_COLUMNS
 
-    frame, schema, labels = read_table(path, column_types, LABEL_COLUMNS)
+    frame, conditions = _read_csv_frame(path), None
+    if condition_columns:
+        declared = [n for n in parse_column_types(column_types) if str(n) in condition_columns]
+        if declared:
+            raise DataError(f"column '{declared[0]}' is a condition column (--condition-columns), "
+                            "not a column of x; drop it from --column-types")
+        frame, conditions = take_condition_columns(frame, condition_columns, path.name)
+    labels = _pop_label_column(frame, LABEL_COLUMNS, path.name)
+    schema = TableSchema.infer(frame, column_types)
     rows = schema.encode(frame)
     if len(rows) < 3:
         raise DataError(f"{path.name} has {len(rows)} rows; at least 3 are needed to split off "
@@ -270,5 +329,10 @@ def load_table_csv(path: Path, column_types: str | Mapping | None, *, val_fracti
     parts = split_indices(len(rows), [size, size], split_seed)
     x = [torch.from_numpy(np.ascontiguousarray(rows[idx])) for idx in parts]
     y = [None if codes is None else torch.from_numpy(codes[idx]) for idx in parts]
-    return Dataset(path.name, x[0], x[1], x[2], y[0], y[1], y[2], value_kind="real",
-                   is_image=False, class_names=class_names, table=schema)
+    dataset = Dataset(path.name, x[0], x[1], x[2], y[0], y[1], y[2], value_kind="real",
+                      is_image=False, class_names=class_names, table=schema)
+    if conditions is not None:
+        dataset.condition_columns = tuple(condition_columns)
+        dataset.conditions = {split: torch.from_numpy(conditions[idx])
+                              for split, idx in zip(("train", "val", "test"), parts)}
+    return dataset

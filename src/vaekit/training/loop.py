@@ -73,6 +73,7 @@ class Trainer:
             config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
             split_seed=config.data.split_seed, download=config.data.download,
             column_types=config.data.column_types,
+            condition_columns=config.data.condition_columns,
         )
         table = self.dataset.table
         if table is not None and config.model.columns is None:  # the table's column types
@@ -80,7 +81,7 @@ class Trainer:
         self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
                               value_kind=self.dataset.value_kind, levels=self.dataset.levels,
                               name=f"'{self.dataset.name}'")
-        self.conditioning = None  # the labels a conditional or semi-supervised model trains on
+        self.conditioning = None  # the y a conditional or semi-supervised model trains on
         if self.config.model.conditional or self.config.model.semi_supervised:
             from .conditioning import Conditioning
 
@@ -191,7 +192,7 @@ class Trainer:
             if self.best_weights is not None:  # early stopping: the best epoch's weights
                 self.eval_model.load_state_dict(self.best_weights)
             test = self.evaluate(self.data.test) if self.conditioning is None else \
-                self.evaluate(self.data.test, self.data.test_labels)  # every rank takes part; rank 0 writes
+                self.evaluate(self.data.test, self.conditioning.y["test"])  # every rank takes part; rank 0 writes
             if self.is_main:
                 self._finish(test)
         return self.run_dir
@@ -203,7 +204,7 @@ class Trainer:
         train = self.train_epoch()
         seconds = time.perf_counter() - start
         val = self.evaluate(self.data.val) if self.conditioning is None else \
-            self.evaluate(self.data.val, self.dataset.val_labels)
+            self.evaluate(self.data.val, self.conditioning.y["val"])
         metrics = {"epoch": self.epoch, "step": self.step, **train,
                    "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
                    "val_kl": val["kl"], "beta": self._beta(), "lr": current_lr(self.optimizer),
@@ -305,7 +306,8 @@ class Trainer:
 
     def evaluate(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         """Mean ELBO, reconstruction and KL of ``x`` (see :func:`vaekit.evaluation.evaluate_elbo`),
-        the batches spread over the ranks; a conditional model's given the ``labels``."""
+        the batches spread over the ranks; a conditional model's given the ``labels`` (or
+        standardized covariates ``[N, C]``)."""
         if self.conditioning is not None:
             return self.conditioning.evaluate(self.eval_model, x, labels,
                                               batch_size=self.config.train.eval_batch_size)
@@ -408,9 +410,12 @@ class Trainer:
         write_json(self.run_dir / RESULTS, results)
         self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
                  f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
+        covariates = None  # the test split's standardized covariates (--condition-columns)
+        if self.conditioning is not None and self.conditioning.num_classes is None:
+            covariates = self.conditioning.y["test"]
         run = Run(self.run_dir, self.config, model, self.data_info,
                   {"vaekit": __version__, "torch": torch.__version__}, self.history, results,
-                  prepared={"test": (self.data.test, self.data.test_labels)})
+                  prepared={"test": (self.data.test, self.data.test_labels, covariates)})
         for callback in self.callbacks:
             getattr(callback, "on_fit_end", lambda *_: None)(self, run)
         self.log(f"results in {self.run_dir}/")

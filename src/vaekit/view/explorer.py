@@ -76,6 +76,9 @@ class LatentSpace:
         self.is_image = len(model.data_shape) == 3 if is_image is None else bool(is_image)
         self.lock = threading.Lock()  # one forward pass at a time (server threads share the model)
         self.num_classes = getattr(model, "num_classes", None)  # a conditional model
+        if getattr(model, "condition_dim", None) and not self.num_classes:
+            raise ConfigError("the explorer does not show models conditioned on covariates "
+                              "(--condition-columns) yet; use vaekit sample --condition")
         # a conditional model's codes are given the test labels: E_q[z | x, y]
         summary = latent_summary(model, test_x, labels=test_labels if self.num_classes else None)
         self.means = summary.means  # [N, L]

@@ -224,9 +224,11 @@ def _image_sections(model, pictures: Pictures, summary: LatentSummary) -> list[S
 
 
 # -- the page ---------------------------------------------------------------------------------
-def _columns_section(model, test_x: torch.Tensor, names: Sequence[str] | None) -> Section:
-    """A mixed-type table's per-column reconstruction quality, in place of image grids."""
-    quality = column_reconstruction(model, test_x)
+def _columns_section(model, test_x: torch.Tensor, names: Sequence[str] | None,
+                     y: torch.Tensor | None = None) -> Section:
+    """A mixed-type table's per-column reconstruction quality, in place of image grids (a
+    conditional model's given the condition ``y``)."""
+    quality = column_reconstruction(model, test_x, y=y)
     names = names or [str(j + 1) for j in range(len(quality))]
     rows = [[html.escape(str(name)), html.escape(q["kind"]), _format(q["observed"]),
              _format(q["log_prob"]), html.escape(q["metric"]), _format(q["error"])]
@@ -251,8 +253,12 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
     config = run.config.model_dump(mode="json")
     versions = run.versions or {"vaekit": __version__, "torch": torch.__version__}
     conditional = bool(getattr(model, "num_classes", None))
-    # a conditional model's codes are given the labels: E_q[z | x, y]
-    summary = latent_summary(model, test_x, labels=test_labels if conditional else None)
+    # a conditional model's codes are given its condition, the labels or the covariates of
+    # --condition-columns: E_q[z | x, y]
+    given = test_labels if conditional else None
+    if getattr(model, "condition_dim", None) and not conditional:
+        given = run.condition("test")
+    summary = latent_summary(model, test_x, labels=given)
     kl = summary.kl_per_dim
     if kl is None and isinstance(results.get("kl_per_dim"), list):
         kl = torch.tensor(results["kl_per_dim"], dtype=torch.float32)
@@ -283,7 +289,7 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
         pictures = pictures or Pictures.of(model, test_x, seed=run.config.train.seed)
         sections += _image_sections(model, pictures, summary)
     if isinstance(model.decoder, TableLikelihood) and len(test_x):
-        sections.append(_columns_section(model, test_x, run.data.column_names))
+        sections.append(_columns_section(model, test_x, run.data.column_names, given))
     sections.append(Section("kl-per-dim", "KL per latent dimension", kl_html,
                             "Dimensions with KL near 0 are unused: their posterior equals the prior."))
     sections.append(_config_section(config, versions, history))
