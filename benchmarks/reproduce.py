@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs:
         overrides["train"]["epochs"] = args.epochs
     try:
-        config = merge(load_config_file(PRESETS / preset), overrides)
-        shortened = args.epochs and args.epochs < load_config_file(PRESETS / preset).train.epochs
-        if shortened and config.train.kl_warmup_epochs:
+        paper = load_config_file(PRESETS / preset)
+        config = merge(paper, overrides)
+        if args.epochs and args.epochs < paper.train.epochs and config.train.kl_warmup_epochs:
             # the KL warm-up keeps its share of the (shortened) run, as the lr schedule does
-            share = args.epochs / load_config_file(PRESETS / preset).train.epochs
+            share = args.epochs / paper.train.epochs
             warmup = max(1, round(config.train.kl_warmup_epochs * share))
             config = merge(config, {"train": {"kl_warmup_epochs": warmup}})
         if not (out / "results.json").is_file():
