@@ -340,3 +340,57 @@ def test_a_convolutional_bottom_layer_trains_under_two_stochastic_layers(inferen
     loss.backward()
     assert model.encoder.bottom_net.__class__.__name__ == "ConvEncoderNet"
     assert torch.isfinite(log_likelihood(model, x, 10)).all()
+
+
+def test_a_decoder_reading_every_layer_matches_its_closed_form_log_px(float64):
+    """p(x | z1, z2) = N(W1 z1 + W2 z2 + b, s^2 I) under z2 ~ N(0, 1), z1 | z2 ~ N(A z2 + a, s1^2)
+    (the skip connections of --skip-decoder): with z = [z1, z2], p(x) = N(W1 a + b,
+    W Cov(z) W^T + s^2 I). An approximate bottom-up posterior's importance-sampled log p(x)
+    must reach it; one that dropped z2 from the decoder would miss it by the margin checked."""
+    g = torch.Generator().manual_seed(3)
+    D, A, a, s1 = 3, torch.tensor([[1.2]]), torch.tensor([0.4]), torch.tensor([0.7])
+    W = torch.randn(D, 2, generator=g)
+    b, s = torch.randn(D, generator=g), 0.5
+    cov_z = torch.tensor([[A[0, 0] ** 2 + s1[0] ** 2, A[0, 0]], [A[0, 0], 1.0]])
+    mean_z = torch.tensor([a[0], 0.0])
+    marginal = MultivariateNormal(W @ mean_z + b, W @ cov_z @ W.T + s**2 * torch.eye(D))
+    without_z2 = MultivariateNormal(W[:, :1] @ a + b,
+                                    W[:, :1] * cov_z[0, 0] @ W[:, :1].T + s**2 * torch.eye(D))
+    x = marginal.sample((200,))
+    assert float((marginal.log_prob(x) - without_z2.log_prob(x)).abs().mean()) > 0.1
+    # q(z1|x) = p(z1|x) with its variance inflated; q(z2|z1) = p(z2|z1) (it ignores x: off)
+    cov_x = marginal.covariance_matrix
+    K1 = (cov_z @ W.T @ torch.linalg.inv(cov_x))[:1]
+    v1 = cov_z[0, 0] - (K1 @ W @ cov_z[:, :1])[0, 0]
+    bottom = linear(D, 2, torch.cat([K1, torch.zeros(1, D)]),
+                    torch.cat([a - K1 @ marginal.loc, (1.5 * v1).log().reshape(1)]))
+    c = A[0, 0] / cov_z[0, 0]
+    up = nn.ModuleList([linear(1, 2, torch.tensor([[c], [0.0]]),
+                               torch.stack([-c * a[0], (1.3 * (1 - A[0, 0] * c)).log()]))])
+    posterior = BottomUpPosterior(bottom, up, (1, 1))
+    down = nn.ModuleList([linear(1, 2, torch.cat([A, torch.zeros(1, 1)]),
+                                 torch.cat([a, 2 * s1.log()]))])
+    prior = HierarchicalPrior(StandardNormalPrior(1), down, (1, 1))
+    decoder = GaussianLikelihood(linear(2, D, W, b), (D,), "fixed", s)  # reads [z1, z2]
+    model = VAE(posterior, decoder, prior, (D,))
+    torch.manual_seed(0)
+    exact = marginal.log_prob(x).mean()
+    with torch.no_grad():
+        elbo = elbo_terms(model, x, num_samples=50).elbo.mean()
+    assert float(exact - elbo) > 0.05
+    assert abs(float(log_likelihood(model, x, 2000).mean() - exact)) < 0.02
+
+
+def test_the_skip_decoder_option_builds_a_decoder_of_every_layer_and_needs_several():
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden=(8,), latent_dim=(3, 2), likelihood="bernoulli", standardize=False,
+                      skip_decoder=True, inference="top-down")
+    model = build_model(cfg, (5,))
+    first = next(m for m in model.decoder.modules() if isinstance(m, nn.Linear))
+    assert first.in_features == 5  # z1 and z2
+    z2 = torch.randn(7, 2)
+    z1 = model.prior.conditional(0)(z2).mean
+    torch.testing.assert_close(model.decode_codes(z2).mean,
+                               model.decoder(torch.cat([z1, z2], -1)).mean)
+    with pytest.raises(ValueError, match="comma list"):
+        ModelConfig(latent_dim=4, skip_decoder=True)

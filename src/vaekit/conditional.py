@@ -279,8 +279,9 @@ class ConditionalVAE(VAE):
         layer = len(self.latent_dims) if layer is None else layer
         self.layer_slice(layer)
         if len(self.latent_dims) > 1:
-            z_1 = self.prior.decode_means(z, layer - 1)
-            z = torch.cat([z_1, z_1.new_zeros(*z_1.shape[:-1], self.latent_dim - z_1.shape[-1])], -1)
+            below = self.prior.decode_means(z, layer - 1)  # [z_1, ..., z_layer]
+            z = torch.cat([below, below.new_zeros(*below.shape[:-1],
+                                                  self.latent_dim - below.shape[-1])], -1)
         return self.given(y.expand(*z.shape[:-1], -1) if y.shape[0] == 1 else y).decoder(z)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

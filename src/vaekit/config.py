@@ -158,6 +158,9 @@ class ModelConfig(_Strict):
     latent_dim: PositiveInt | tuple[PositiveInt, ...] | None = None
     layer_hidden: tuple[PositiveInt, ...] = (100, 100)  # MLP hidden sizes between stochastic layers
     inference: str = "bottom-up"  # posterior of several layers: bottom-up (IWAE paper), top-down (Ladder VAE)
+    # several layers: the decoder reads every layer, p(x | z_1, ..., z_L) (the skip connections of
+    # Tomczak & Welling's HVAE), not z_1 alone as in the IWAE paper
+    skip_decoder: bool = False
     activation: str = "relu"  # relu, elu, gelu, tanh, silu
     # MLP hidden layers gated, h = (W x + b) * sigmoid(V x + c) (Tomczak & Welling's networks);
     # the activation is then unused
@@ -271,6 +274,9 @@ class ModelConfig(_Strict):
                 f"posterior '{self.posterior}' has one stochastic layer; a model with several "
                 f"(--latent-dim {','.join(map(str, self.latent_dim))}) uses diagonal Gaussian "
                 "layers chosen with --inference (top-down or bottom-up)")
+        if self.skip_decoder and not isinstance(self.latent_dim, tuple):
+            raise ValueError("skip_decoder (--skip-decoder) lets the decoder read every stochastic "
+                             "layer; a one-layer model has one: give --latent-dim a comma list")
         if self.conditional_prior != "none" and not (self.conditional or self.semi_supervised):
             raise ValueError("conditional_prior (--conditional-prior) is the prior p(z|y) of a "
                              "conditional model: add --conditional")

@@ -170,12 +170,13 @@ class HierarchicalPrior(nn.Module):
 
     @torch.no_grad()
     def decode_means(self, z_layer: torch.Tensor, layer: int) -> torch.Tensor:
-        """z_1 = E[z_1 | z_2 = E[z_2 | ... z_layer]]: the generative means from ``layer``
-        (0-based) down to the bottom layer; ``[..., L_1]``."""
-        z = z_layer
+        """[z_1, ..., z_layer] with z_{l} = E[z_l | z_{l+1}]: the generative means from the
+        code ``z_layer`` of ``layer`` (0-based) down to the bottom layer, concatenated bottom
+        first; ``[..., L_1 + ... + L_layer]``."""
+        layers = [z_layer]
         for below in range(layer - 1, -1, -1):
-            z = self.conditional(below)(z).mean
-        return z
+            layers.insert(0, self.conditional(below)(layers[0]).mean)
+        return torch.cat(layers, -1)
 
 
 class BottomUpPosterior(nn.Module):
@@ -285,7 +286,8 @@ class TopLayerEncoder:
 
 
 class TakeBottomLayer(nn.Module):
-    """z = [z_1, ..., z_L] -> z_1: the decoder p(x | z_1) sees only the bottom layer."""
+    """z = [z_1, ..., z_L] -> z_1: the decoder p(x | z_1) sees only the bottom layer (unless
+    ``model.skip_decoder``: then it reads z whole, p(x | z_1, ..., z_L))."""
 
     def __init__(self, size: int) -> None:
         super().__init__()

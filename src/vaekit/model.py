@@ -98,14 +98,15 @@ class VAE(nn.Module):
     def decode_codes(self, z: torch.Tensor, layer: int | None = None) -> Distribution:
         """p(x | z_1) with z_1 the generative means E[z_1 | ... z_layer] below the code ``z`` of
         layer ``layer`` (None: the top): how the report and the explorer picture a code of a
-        hierarchical model. A one-layer model decodes z itself."""
+        hierarchical model (a decoder that reads every layer gets z_1 .. z_layer, and zeros for
+        the layers above). A one-layer model decodes z itself."""
         layer = len(self.latent_dims) if layer is None else layer
         self.layer_slice(layer)  # checks the layer
         if len(self.latent_dims) == 1:
             return self.decoder(z)
-        z_1 = self.prior.decode_means(z, layer - 1)
-        rest = z_1.new_zeros(*z_1.shape[:-1], self.latent_dim - z_1.shape[-1])
-        return self.decoder(torch.cat([z_1, rest], -1))  # the decoder reads z_1 only
+        below = self.prior.decode_means(z, layer - 1)  # [z_1, ..., z_layer]
+        rest = below.new_zeros(*below.shape[:-1], self.latent_dim - below.shape[-1])
+        return self.decoder(torch.cat([below, rest], -1))
 
     @torch.no_grad()
     def set_data_scaling(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
@@ -211,14 +212,17 @@ def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: i
     bottom = cfg.model_copy(update={"latent_dim": sizes[0]})
     enc_out = posterior_cls.param_dim(sizes[0], **flow_options)
     encoder_shape = data_shape
+    # the decoder reads z_1 (or every layer, with skip_decoder) and a conditional model's y
+    decoder_latent = (sum(sizes) if cfg.skip_decoder else sizes[0]) + condition_dim
     if condition_dim:
         from .conditional import joined_shape
 
         encoder_shape = joined_shape(cfg.arch, data_shape, condition_dim)
+    if decoder_latent != sizes[0] or condition_dim:
         enc_net = NETWORKS[cfg.arch](bottom, encoder_shape, enc_out,
                                      decoder_shape=decoder_shape)[0]
         _, dec_net = NETWORKS[cfg.arch](
-            bottom.model_copy(update={"latent_dim": sizes[0] + condition_dim}), data_shape, enc_out,
+            bottom.model_copy(update={"latent_dim": decoder_latent}), data_shape, enc_out,
             decoder_shape=decoder_shape)
     else:
         enc_net, dec_net = NETWORKS[cfg.arch](bottom, data_shape, enc_out,
@@ -233,7 +237,9 @@ def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: i
     if len(sizes) > 1:
         from .hierarchy import TakeBottomLayer, hierarchical_latents
 
-        if condition_dim:
+        if cfg.skip_decoder:
+            pass  # the decoder reads [z_1, ..., z_L] (and y) whole
+        elif condition_dim:
             from .conditional import BottomLayerAndCondition
 
             dec_net = nn.Sequential(BottomLayerAndCondition(sizes[0], sum(sizes)), dec_net)
