@@ -6,8 +6,9 @@ z ~ p(z|y)) belongs to; prints the fraction assigned to c for every c (and the c
 accuracy on the real test set, for context).
 
 ``features RUN --out FILE.npz``: the posterior means E_q[z|x] of an unconditional run (M1) for
-its train, val and test splits with their labels, as a data file ``vaekit train --data`` reads:
-training M2 on it is the paper's stacked M1+M2.
+its train, val and test splits with their labels and the training split's posterior standard
+deviations (``train_scale``: training then draws z ~ q(z|x) afresh in every batch), as a data
+file ``vaekit train --data`` reads: training M2 on it is the paper's stacked M1+M2.
 
 ``baselines RUN``: for a semi-supervised run, the same classifier network as the run's q(y|x)
 trained on the run's labelled examples alone (``labelled.json``), and a scikit-learn logistic
@@ -135,7 +136,16 @@ def sample_table(run_dir: str, per_class: int, num_train: int, seed: int, judge:
             "seconds": time.perf_counter() - began}
 
 
-def features(run_dir: str, out: str) -> dict:
+def features(run_dir: str, out: str, *, with_scale: bool = True, drop_inactive: bool = False
+             ) -> dict:
+    """The M1 features of every split: the posterior means of q(z|x) (what M2 reads for
+    validation and test) and, with ``with_scale``, the training split's posterior standard
+    deviations as ``train_scale``, so that ``vaekit train`` draws the training features afresh
+    in every batch, z ~ q(z|x), as the paper's code does. ``drop_inactive``: keep only the
+    latent units whose posterior mean varies over the training split (variance above 0.01,
+    Burda et al.'s active units), as the paper's code drops the units that do not."""
+    import io
+
     import numpy as np
 
     from vaekit.storage import atomic_write_bytes
@@ -143,15 +153,27 @@ def features(run_dir: str, out: str) -> dict:
     run = vaekit.load(run_dir)
     arrays = {}
     for split in ("train", "val", "test"):
-        codes = run.latent_codes(split)
-        arrays[split] = codes["mean"].astype(np.float32)
-        arrays[f"{split}_labels"] = codes["labels"].astype(np.int64)
-    import io
-
+        x, labels = run.split(split)
+        means, scales = [], []
+        with torch.no_grad():
+            for start in range(0, len(x), 1000):
+                q_z = run.model.encode(x[start : start + 1000])
+                means.append(q_z.mean)
+                scales.append(q_z.stddev)
+        arrays[split] = torch.cat(means).numpy().astype(np.float32)
+        arrays[f"{split}_labels"] = labels.numpy().astype(np.int64)
+        if split == "train" and with_scale:
+            arrays["train_scale"] = torch.cat(scales).numpy().astype(np.float32)
+    kept = np.arange(arrays["train"].shape[1])
+    if drop_inactive:
+        kept = np.flatnonzero(arrays["train"].var(0) > 0.01)
+        for key in ("train", "val", "test", "train_scale"):
+            if key in arrays:
+                arrays[key] = np.ascontiguousarray(arrays[key][:, kept])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(Path(out), buffer.getvalue())
-    return {"out": out, **{k: list(v.shape) for k, v in arrays.items()}}
+    return {"out": out, "units_kept": len(kept), **{k: list(v.shape) for k, v in arrays.items()}}
 
 
 def baselines(run_dir: str, epochs: int, seed: int) -> dict:
@@ -209,6 +231,10 @@ def main() -> None:
     p = sub.add_parser("features")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True)
+    p.add_argument("--no-train-scale", action="store_true",
+                   help="write the posterior means alone (M2 then reads fixed features)")
+    p.add_argument("--drop-inactive", action="store_true",
+                   help="keep only the active latent units (posterior-mean variance > 0.01)")
     p = sub.add_parser("baselines")
     p.add_argument("run_dir")
     p.add_argument("--epochs", type=int, default=200)
@@ -218,7 +244,8 @@ def main() -> None:
         result = sample_table(args.run_dir, args.per_class, args.num_train, args.seed,
                               args.judge, args.judge_epochs, args.judge_cache)
     elif args.what == "features":
-        result = features(args.run_dir, args.out)
+        result = features(args.run_dir, args.out, with_scale=not args.no_train_scale,
+                          drop_inactive=args.drop_inactive)
     else:
         result = baselines(args.run_dir, args.epochs, args.seed)
     print(json.dumps(result, indent=2))

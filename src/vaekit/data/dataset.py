@@ -36,6 +36,10 @@ class Dataset:
     condition_columns: tuple[str, ...] | None = None
     # their raw values per split: {"train": [N_train, C] float64, "val": ..., "test": ...}
     conditions: dict[str, torch.Tensor] | None = None
+    # noisy features: each training example is the Gaussian N(train[i], train_scale[i]^2), drawn
+    # afresh in every batch (an encoder's q(z|x) as the data of another model: Kingma et al.
+    # 2014's M1+M2); validation and test use the means. ``[N_train, D]`` float32, or None
+    train_scale: torch.Tensor | None = None
 
     @property
     def data_shape(self) -> tuple[int, ...]:

@@ -8,10 +8,12 @@ import struct
 import tokenize
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 from .arrays import dataset_from_arrays
@@ -73,8 +75,30 @@ def _load_npz(path: Path, *, val_fraction: float, split_seed: int) -> Dataset:
         found = ", ".join(sorted(keys)) or "none"
         raise DataError(f"{path.name}: cannot tell which array is the data (found: {found}); use "
                         "keys train/test (optional val, *_labels), x (optional y), or one array")
-    return dataset_from_arrays(path.name, arrays, labels,
-                                val_fraction=val_fraction, split_seed=split_seed)
+    dataset = dataset_from_arrays(path.name, arrays, labels,
+                                  val_fraction=val_fraction, split_seed=split_seed)
+    if "train_scale" in keys:
+        dataset = with_train_scale(dataset, contents["train_scale"], path.name,
+                                   has_splits=set(arrays) == {"train", "val", "test"})
+    return dataset
+
+
+def with_train_scale(dataset: Dataset, scale: np.ndarray, name: str, *, has_splits: bool
+                     ) -> Dataset:
+    """``dataset`` whose training examples are Gaussians N(train, scale^2) (the .npz key
+    ``train_scale``): one non-negative, finite scale per value of ``train``, 2-D features, with
+    the validation and test splits given (they are evaluated at their means)."""
+    if not has_splits:
+        raise DataError(f"{name}: 'train_scale' needs the splits train, val (or valid) and test "
+                        "in the archive, so that it is not split off with the training examples")
+    if dataset.train.dim() != 2 or tuple(scale.shape) != tuple(dataset.train.shape):
+        raise DataError(f"{name}: 'train_scale' must have the shape of 'train', a 2-D array of "
+                        f"features (found {tuple(scale.shape)} for {tuple(dataset.train.shape)})")
+    scale = np.asarray(scale, dtype=np.float64)
+    if not (np.isfinite(scale).all() and (scale >= 0).all()):
+        raise DataError(f"{name}: 'train_scale' holds negative or non-finite values; it is the "
+                        "standard deviation of each training value")
+    return replace(dataset, train_scale=torch.from_numpy(scale.astype(np.float32)))
 
 
 LABEL_COLUMNS = ("label", "class", "target")

@@ -109,6 +109,22 @@ class PreparedData:
     test: torch.Tensor
     test_labels: torch.Tensor | None
     dynamic_binarize: bool
+    # the Gaussian noise of each training value (:attr:`Dataset.train_scale`), else None
+    train_scale: torch.Tensor | None = None
+
+    def draw_features(self, x_and_scale: torch.Tensor) -> torch.Tensor:
+        """A fresh draw x = mean + scale * eps, eps ~ N(0, I) (the global generator, so seeding
+        and resuming reproduce it), of a batch of ``[mean, scale]`` rows (:meth:`batch_source`)."""
+        mean, scale = x_and_scale.chunk(2, dim=1)
+        return torch.addcmul(mean, scale, torch.randn_like(mean))
+
+    def batch_source(self) -> torch.Tensor:
+        """What the training batches are sliced from: the training split, or with noisy
+        features ``[mean, scale]`` side by side (``[N, 2 D]``), so that the two stay aligned
+        through shuffling, sharding and the labelled batches of a semi-supervised run."""
+        if self.train_scale is None:
+            return self.train
+        return torch.cat([self.train, self.train_scale], dim=1)
 
 
 def prepare_data(dataset: Dataset, mode: str, split_seed: int, check_support,
@@ -125,4 +141,8 @@ def prepare_data(dataset: Dataset, mode: str, split_seed: int, check_support,
         else dataset.train
     for split in (val, test) if mode == "dynamic" else (train, val, test):
         check_support(split)
-    return PreparedData(train, val, test, dataset.test_labels, mode == "dynamic")
+    if dataset.train_scale is not None and (mode != "none" or levels is not None):
+        raise DataError(f"'{dataset.name}' has noisy features (train_scale): they are real "
+                        "values; use --binarize none with --likelihood gaussian")
+    return PreparedData(train, val, test, dataset.test_labels, mode == "dynamic",
+                        dataset.train_scale)

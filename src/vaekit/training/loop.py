@@ -114,7 +114,7 @@ class Trainer:
             # (resume overwrites it below); a conditional model's pseudo-inputs hold [x, y]
             prior.init_from_data(self.train_x if self.conditioning is None else
                                  self.conditioning.joined(self.model, self.train_x))
-        self.batches = TensorBatches(self.train_x, per_rank_batch_size(tc.batch_size, self.world_size),
+        self.batches = TensorBatches(self.data.batch_source().to(self.device), per_rank_batch_size(tc.batch_size, self.world_size),
                                      seed=tc.seed, rank=self.rank, world_size=self.world_size)
         if self.conditioning is not None:  # the same permutation: label batches match x batches
             self.conditioning.batch_like(self.batches, self.device)
@@ -251,6 +251,8 @@ class Trainer:
                 x, y = self.conditioning.with_labelled(x, next(labels), self.step)
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
+            elif self.data.train_scale is not None:
+                x = self.data.draw_features(x)
             terms = self.train_step(x) if y is None else self.train_step(x, y)
             if bar is not None:
                 bar.update()
