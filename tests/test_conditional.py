@@ -424,3 +424,32 @@ def test_resume_continues_exactly_with_the_labels(tmp_path, model):
     for (name, a), b in zip(straight.model.state_dict().items(),
                             resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_sampling_at_a_low_temperature_draws_the_class_means(digits_run, tmp_path, capsys):
+    """At T -> 0 every sample of class c is E[x | z = mean of p(z | c), c]; T <= 0 is refused."""
+    import vaekit
+    from vaekit.cli import main
+
+    run = vaekit.load(digits_run)
+    model = run.model
+    y = torch.full((6,), 3)
+    cold = model.sample(6, y=y, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        prior = model.given(model.condition(torch.tensor([3]))).prior()
+        centre = model.given(model.condition(torch.tensor([3]))).decoder(prior.mean).mean
+    assert torch.allclose(cold, centre.expand_as(cold), atol=1e-4)
+    warm = model.sample(6, y=y, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(warm, centre.expand_as(warm), atol=1e-2)
+    out = tmp_path / "threes.npy"
+    assert main(["sample", str(digits_run), "--label", "3", "--num", "4", "--temperature", "0.5",
+                 "--out", str(out)]) == 0
+    assert np.load(out).shape == (4, 1, 8, 8)
+    capsys.readouterr()
+    for bad in ("0", "-1", "nan"):
+        refused = tmp_path / f"bad{bad}.png"
+        assert main(["sample", str(digits_run), "--label", "3", "--temperature", bad,
+                     "--out", str(refused)]) == 2
+        assert not refused.exists()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--temperature" in err[0], err

@@ -225,3 +225,63 @@ def test_mixture_priors_beat_the_normal_prior_on_clustered_latents(one_thread):
         assert ll[name] > normal_ll + 5.0, msg  # tolerance: 5 nats per example
         assert ll[name] > true_ll - 3.0, msg  # within 3 nats of the truth
         assert ll[name] < true_ll + 0.3, msg  # and (a bound) not above it
+
+
+# -- sampling at a temperature ----------------------------------------------------------------
+
+
+def test_a_tempered_gaussian_and_mixture_have_their_scales_times_t():
+    from vaekit.priors import tempered
+
+    torch.manual_seed(0)
+    t = 0.6
+    normal = PRIORS["normal"](3)()
+    cold = tempered(normal, t)
+    z = torch.randn(5, 3)
+    # closed form: N(0, T^2 I)
+    expected = torch.distributions.Normal(0.0, t).log_prob(z).sum(-1)
+    assert torch.allclose(cold.log_prob(z), expected, atol=1e-6)
+    draws = cold.sample((200_000,))
+    assert abs(float(draws.std()) - t) < 0.005 and abs(float(draws.mean())) < 0.005
+    mog = PRIORS["mog"](2, num_components=4)
+    with torch.no_grad():
+        mog.log_scale.uniform_(-1, 1)
+        mog.logits.normal_()
+    p, q = mog(), tempered(mog(), t)
+    assert torch.equal(q.mixture_distribution.probs, p.mixture_distribution.probs)
+    assert torch.equal(q.component_distribution.mean, p.component_distribution.mean)
+    assert torch.allclose(q.component_distribution.stddev, t * p.component_distribution.stddev)
+    assert tempered(normal, 1.0) is normal
+
+
+def test_a_tempered_flow_prior_pushes_t_eps_through_the_same_flow():
+    from vaekit.priors import tempered
+
+    torch.manual_seed(0)
+    flow = PRIORS["flow"](4, flow_steps=3, flow_hidden=16)
+    with torch.no_grad():  # a flow away from the identity it starts as
+        for parameter in flow.parameters():
+            parameter.normal_(0, 0.3)
+    p, t = flow(), 0.5
+    torch.manual_seed(1)
+    z_cold = tempered(p, t).sample((64,))
+    torch.manual_seed(1)
+    z = p.sample((64,))
+    eps = z
+    for transform in reversed(p.transforms):
+        eps = transform.inv(eps)
+    pushed = t * eps
+    for transform in p.transforms:
+        pushed = transform(pushed)
+    assert torch.allclose(z_cold, pushed, atol=1e-5)
+    assert not torch.allclose(z_cold, z, atol=1e-2)
+
+
+def test_a_prior_without_a_temperature_is_refused():
+    from torch.distributions import Uniform
+
+    from vaekit.errors import ConfigError
+    from vaekit.priors import tempered
+
+    with pytest.raises(ConfigError, match="has no temperature"):
+        tempered(Uniform(torch.zeros(2), torch.ones(2)), 0.5)

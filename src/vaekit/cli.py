@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".png grid or .npy array")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of E[x|z]")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale the prior's noise by T (default 1: the model's own prior; "
+                        "T < 1 gives more typical, less varied samples)")
 
     for name, help_text in [("reconstruct", "inputs and their reconstructions"),
                             ("encode", "posterior means (or samples) of a data split"),
@@ -176,9 +180,13 @@ def cmd_sample(args) -> int:
     from .run import load
 
     _check_count(args.num)
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise ConfigError(f"--temperature {args.temperature:g}: it must be a positive number "
+                          "(1: the prior itself)")
     run = load(args.run_dir)
     model = run.model
     generator = torch.Generator().manual_seed(args.seed)
+    tempered = {"temperature": args.temperature}
     if args.label is not None and args.condition is not None:
         raise ConfigError("--label draws a class, --condition gives covariates: use one of them")
     covariates = getattr(model, "condition_dim", None) and model.num_classes is None
@@ -186,7 +194,7 @@ def cmd_sample(args) -> int:
         from .conditional import covariate_samples
 
         x, values = covariate_samples(run, args.condition, args.num, use_mean=not args.draw,
-                                      generator=generator)
+                                      generator=generator, **tempered)
         _save_array_or_grid(x, args.out)
         print("given " + ", ".join(f"{name}={value:g}" for name, value in
                                    zip(run.config.data.condition_columns, values)))
@@ -195,13 +203,13 @@ def cmd_sample(args) -> int:
         from .conditional import conditional_samples
 
         x, nrow = conditional_samples(run, args.label, args.num, use_mean=not args.draw,
-                                      generator=generator)
+                                      generator=generator, **tempered)
         if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]
             x = model.to_unit(x)
         _save_array_or_grid(x, args.out, nrow=nrow)
         return 0
     num = 64 if args.num is None else args.num
-    x = model.sample(num, use_mean=not args.draw, generator=generator)
+    x = model.sample(num, use_mean=not args.draw, generator=generator, **tempered)
     if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]; an array: data units
         x = model.to_unit(x)
     _save_array_or_grid(x, args.out, nrow=min(num, 8) if num <= 64 else None)

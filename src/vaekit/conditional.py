@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .model import VAE, posterior_mean
 from .nets import MLP
 from .posteriors import _diagonal_gaussian
+from .priors import tempered
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -231,10 +232,12 @@ class ConditionalVAE(VAE):
 
     @torch.no_grad()
     def sample(self, num: int, *, y=None, use_mean: bool = True,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """x ~ p(x | z, y), z ~ p(z | y): ``[num, *data_shape]``. ``y``: one label (or condition
         vector) for all, or one per sample; None cycles through the classes 0, 1, ..., C-1, 0,
-        ..., or for covariates takes y = 0, every covariate at its training mean."""
+        ..., or for covariates takes y = 0, every covariate at its training mean.
+        ``temperature``: z from p(z | y) with its noise scaled by T
+        (:func:`vaekit.priors.tempered`)."""
         if y is None:
             y = torch.arange(num) % self.num_classes if self.num_classes is not None \
                 else torch.zeros(num, self.condition_dim)
@@ -247,15 +250,15 @@ class ConditionalVAE(VAE):
         if generator is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-                z = self._prior_sample(bound, num)
+                z = self._prior_sample(bound, num, temperature)
         else:
-            z = self._prior_sample(bound, num)
+            z = self._prior_sample(bound, num, temperature)
         p_x = bound.decoder(z)
         return p_x.mean if use_mean else p_x.sample()
 
     @staticmethod
-    def _prior_sample(bound: Conditioned, num: int) -> torch.Tensor:
-        p_z = bound.prior()
+    def _prior_sample(bound: Conditioned, num: int, temperature: float) -> torch.Tensor:
+        p_z = tempered(bound.prior(), temperature)
         return p_z.sample() if len(p_z.batch_shape) else p_z.sample((num,))
 
     @torch.no_grad()
@@ -525,7 +528,8 @@ def parse_covariates(text: str, names: Sequence[str], mean: Sequence[float]) -> 
 
 @torch.no_grad()
 def covariate_samples(run, text: str | None, num: int | None, *, use_mean: bool = True,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[float]]:
+                      generator: torch.Generator | None = None, temperature: float = 1.0
+                      ) -> tuple[torch.Tensor, list[float]]:
     """``vaekit sample --condition age=40,income=50000``: ``num`` (default 64) samples x ~
     p(x | z, y), z ~ p(z | y), of the covariates given in their own units (standardized with the
     run's training mean and std; the others at their mean). Returns the samples and the
@@ -536,7 +540,8 @@ def covariate_samples(run, text: str | None, num: int | None, *, use_mean: bool 
         else list(dc.condition_mean)
     y = standardize_covariates([values], dc.condition_mean, dc.condition_std)  # [1, C]
     num = 64 if num is None else num
-    return model.sample(num, y=y, use_mean=use_mean, generator=generator), values
+    return model.sample(num, y=y, use_mean=use_mean, generator=generator,
+                        temperature=temperature), values
 
 
 def class_names_of_run(run) -> list[str]:
@@ -547,7 +552,8 @@ def class_names_of_run(run) -> list[str]:
 
 @torch.no_grad()
 def conditional_samples(run, label: str, num: int | None, *, use_mean: bool = True,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+                        generator: torch.Generator | None = None, temperature: float = 1.0
+                        ) -> tuple[torch.Tensor, int]:
     """``vaekit sample --label``: ``num`` (default 64) samples of one class, or with ``label``
     "all" one row of ``num`` (default 8) samples per class. Returns the images and the grid
     width."""
@@ -555,10 +561,12 @@ def conditional_samples(run, label: str, num: int | None, *, use_mean: bool = Tr
     if label == "all":
         per_class = 8 if num is None else num
         y = torch.arange(model.num_classes).repeat_interleave(per_class)
-        return model.sample(len(y), y=y, use_mean=use_mean, generator=generator), per_class
+        return model.sample(len(y), y=y, use_mean=use_mean, generator=generator,
+                            temperature=temperature), per_class
     c = parse_label(label, run.data.class_names, model.num_classes)
     num = 64 if num is None else num
-    x = model.sample(num, y=torch.full((num,), c), use_mean=use_mean, generator=generator)
+    x = model.sample(num, y=torch.full((num,), c), use_mean=use_mean, generator=generator,
+                     temperature=temperature)
     return x, min(num, 8)
 
 

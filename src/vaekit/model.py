@@ -14,7 +14,7 @@ from torch.distributions import Distribution
 from .likelihoods import LIKELIHOODS, GaussianLikelihood, needs_levels
 from .nets import INITIALIZATIONS, MLP, ConvDecoderNet, ConvEncoderNet, ScaleLevels, Standardize
 from .posteriors import POSTERIORS
-from .priors import PRIORS
+from .priors import PRIORS, tempered
 from .tables import table_mlp_networks
 
 if TYPE_CHECKING:
@@ -64,16 +64,18 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     @torch.no_grad()
-    def sample(self, num: int, *, use_mean: bool = True, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
+    def sample(self, num: int, *, use_mean: bool = True, generator: torch.Generator | None = None,
+               temperature: float = 1.0) -> torch.Tensor:
         """x ~ p(x|z), z ~ p(z): ``[num, *data_shape]``. With ``use_mean`` (default) returns
-        E[x|z], the usual picture of a sample; otherwise a draw from p(x|z)."""
+        E[x|z], the usual picture of a sample; otherwise a draw from p(x|z). ``temperature``:
+        z from the prior with its noise scaled by T (:func:`vaekit.priors.tempered`)."""
+        p_z = tempered(self.prior(), temperature)
         if generator is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-                z = self.prior().sample((num,))
+                z = p_z.sample((num,))
         else:
-            z = self.prior().sample((num,))
+            z = p_z.sample((num,))
         p_x = self.decoder(z)
         return p_x.mean if use_mean else p_x.sample()
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.distributions import (Categorical, Distribution, Independent, MixtureSameFamily,
-                                 Normal, TransformedDistribution)
+                                 MultivariateNormal, Normal, TransformedDistribution)
 
+from .errors import ConfigError
 from .flows import AffineCoupling, ModuleTransform
 
 
@@ -115,6 +116,33 @@ class FlowPrior(nn.Module):
                            validate_args=False)
         return TransformedDistribution(base, [ModuleTransform(step) for step in self.steps],
                                        validate_args=False)
+
+
+def tempered(p_z: Distribution, temperature: float) -> Distribution:
+    """``p_z`` at temperature T: its Gaussian noise scaled by T, the way reduced-temperature
+    samples are drawn in the literature (Kingma & Dhariwal 2018; Vahdat & Kautz 2020). A Gaussian
+    N(mu, Sigma) becomes N(mu, T^2 Sigma); a mixture keeps its weights and means and tempers
+    each component; a flow f(eps) draws f(T eps). T = 1 is ``p_z`` itself; T < 1 trades variety
+    for typical samples. A prior of another kind (several stochastic layers) is refused."""
+    if temperature == 1:
+        return p_z
+    if isinstance(p_z, Independent):
+        return Independent(tempered(p_z.base_dist, temperature), p_z.reinterpreted_batch_ndims,
+                           validate_args=False)
+    if isinstance(p_z, Normal):
+        return Normal(p_z.loc, p_z.scale * temperature, validate_args=False)
+    if isinstance(p_z, MultivariateNormal):
+        return MultivariateNormal(p_z.loc, scale_tril=p_z.scale_tril * temperature,
+                                  validate_args=False)
+    if isinstance(p_z, MixtureSameFamily):
+        return MixtureSameFamily(p_z.mixture_distribution,
+                                 tempered(p_z.component_distribution, temperature),
+                                 validate_args=False)
+    if isinstance(p_z, TransformedDistribution):
+        return TransformedDistribution(tempered(p_z.base_dist, temperature), p_z.transforms,
+                                       validate_args=False)
+    raise ConfigError(f"--temperature {temperature:g}: this model's prior ({type(p_z).__name__}) "
+                      "has no temperature; sample it at --temperature 1")
 
 
 PRIORS: dict[str, type[nn.Module]] = {
