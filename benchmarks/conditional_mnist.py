@@ -16,6 +16,7 @@ regression on the raw pixels of those examples; test classification errors next 
 
     OMP_NUM_THREADS=1 python benchmarks/conditional_mnist.py samples RUN [--per-class 100]
                                                              [--judge lr|mlp|cnn]
+                                                             [--temperature 1,0.8]
     OMP_NUM_THREADS=1 python benchmarks/conditional_mnist.py features M1_RUN --out m1.npz
     OMP_NUM_THREADS=1 python benchmarks/conditional_mnist.py baselines RUN [--epochs 200]
 """
@@ -98,7 +99,8 @@ class CNNJudge(MLPJudge):
 
 
 def sample_table(run_dir: str, per_class: int, num_train: int, seed: int, judge: str = "lr",
-                 judge_epochs: int = 5, judge_cache: str | None = None) -> dict:
+                 judge_epochs: int = 5, judge_cache: str | None = None,
+                 temperatures: tuple[float, ...] = (1.0,)) -> dict:
     from sklearn.linear_model import LogisticRegression
 
     run = vaekit.load(run_dir)
@@ -123,16 +125,19 @@ def sample_table(run_dir: str, per_class: int, num_train: int, seed: int, judge:
                       for c in range(10)]
     model = run.model
     y = torch.arange(model.num_classes).repeat_interleave(per_class)
-    x = model.sample(len(y), y=y, generator=torch.Generator().manual_seed(seed))
-    predicted = torch.as_tensor(classifier.predict(x.flatten(1).numpy()))
-    per_class_rate = [float((predicted[y == c] == c).double().mean())
-                      for c in range(model.num_classes)]
+    tables = []
+    for temperature in temperatures:  # the same z noise (seed) at every temperature
+        x = model.sample(len(y), y=y, generator=torch.Generator().manual_seed(seed),
+                         temperature=temperature)
+        predicted = torch.as_tensor(classifier.predict(x.flatten(1).numpy()))
+        rate = [float((predicted[y == c] == c).double().mean()) for c in range(model.num_classes)]
+        tables.append({"temperature": temperature, "assigned_to_their_class": rate,
+                       "min": min(rate), "mean": sum(rate) / len(rate)})
     return {"run": str(run_dir), "samples_per_class": per_class,
             "classifier": name,
             "classifier_real_test_accuracy": real_accuracy,
             "classifier_real_test_accuracy_per_class": real_per_class,
-            "assigned_to_their_class": per_class_rate, "min": min(per_class_rate),
-            "mean": sum(per_class_rate) / len(per_class_rate),
+            **tables[0], "temperatures": tables[1:] if len(tables) > 1 else [],
             "seconds": time.perf_counter() - began}
 
 
@@ -228,6 +233,9 @@ def main() -> None:
     p.add_argument("--judge-epochs", type=int, default=5)
     p.add_argument("--judge-cache", help="cnn judge: a safetensors file to reuse (or write)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", default="1",
+                   help="sampling temperatures, comma-separated (e.g. 1,0.8,0.6; the first is "
+                        "the headline)")
     p = sub.add_parser("features")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True)
@@ -242,7 +250,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "samples":
         result = sample_table(args.run_dir, args.per_class, args.num_train, args.seed,
-                              args.judge, args.judge_epochs, args.judge_cache)
+                              args.judge, args.judge_epochs, args.judge_cache,
+                              tuple(float(t) for t in args.temperature.split(",")))
     elif args.what == "features":
         result = features(args.run_dir, args.out, with_scale=not args.no_train_scale,
                           drop_inactive=args.drop_inactive)
