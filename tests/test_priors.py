@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy.special import logsumexp
 from scipy.stats import norm
-from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+from torch.distributions import (Categorical, Independent, MixtureSameFamily, MultivariateNormal,
+                                 Normal)
 
 import vaekit
 from vaekit.storage import load_tensors, save_tensors
@@ -285,3 +286,27 @@ def test_a_prior_without_a_temperature_is_refused():
 
     with pytest.raises(ConfigError, match="has no temperature"):
         tempered(Uniform(torch.zeros(2), torch.ones(2)), 0.5)
+
+
+def test_a_tempered_chain_of_linear_gaussian_layers_is_the_joint_gaussian_with_cov_times_t2():
+    """z2 ~ N(0, I), z1 | z2 ~ N(A z2 + b, s^2 I): [z1, z2] is jointly Gaussian with mean [b, 0]
+    and covariance [[A A^T + s^2 I, A], [A^T, I]]; tempering every layer gives covariance T^2 that."""
+    from vaekit.hierarchy import LayeredLatent
+    from vaekit.priors import tempered
+
+    torch.manual_seed(0)
+    a, b, s, t = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, dtype=torch.float64), 0.4, 0.6
+    top = Independent(Normal(torch.zeros(2, dtype=torch.float64), 1.0), 1)
+    chain = LayeredLatent(top, [lambda z2: Independent(Normal(z2 @ a.T + b, s), 1)], sizes=(3, 2),
+                          order=(1, 0))
+    covariance = torch.zeros(5, 5, dtype=torch.float64)
+    covariance[:3, :3] = a @ a.T + s**2 * torch.eye(3, dtype=torch.float64)
+    covariance[:3, 3:], covariance[3:, :3] = a, a.T
+    covariance[3:, 3:] = torch.eye(2, dtype=torch.float64)
+    joint = MultivariateNormal(torch.cat([b, torch.zeros(2, dtype=torch.float64)]),
+                               covariance_matrix=t**2 * covariance)
+    z = torch.randn(7, 5, dtype=torch.float64)
+    assert torch.allclose(tempered(chain, t).log_prob(z), joint.log_prob(z), atol=1e-10)
+    draws = tempered(chain, t).sample((200_000,))
+    assert torch.allclose(torch.cov(draws.T), t**2 * covariance, atol=0.01)
+    assert tempered(chain, 1.0) is chain

@@ -37,7 +37,7 @@ from torch.distributions import Distribution, Independent, Normal, constraints
 
 from .nets import INITIALIZATIONS, MLP
 from .posteriors import _diagonal_gaussian
-from .priors import PRIORS
+from .priors import PRIORS, tempered
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -121,6 +121,16 @@ class LayeredLatent(Distribution):
             means[index] = q_child.mean.mean(0)
             previous = q_child.sample()
         return torch.cat(means, -1)
+
+    def at_temperature(self, temperature: float) -> LayeredLatent:
+        """The chain with every layer tempered (:func:`vaekit.priors.tempered`): the first layer
+        at T, each next layer's Gaussian given its parent with its scale times T. For a chain of
+        linear-Gaussian layers this is the joint Gaussian with its covariance times T^2."""
+        conditionals = [lambda parent, conditional=conditional: tempered(conditional(parent),
+                                                                          temperature)
+                        for conditional in self.conditionals]
+        return LayeredLatent(tempered(self.first, temperature), conditionals, self.sizes,
+                             self.order)
 
     def expand(self, batch_shape, _instance=None) -> LayeredLatent:
         return LayeredLatent(self.first.expand(batch_shape), self.conditionals, self.sizes,

@@ -123,9 +123,13 @@ def tempered(p_z: Distribution, temperature: float) -> Distribution:
     samples are drawn in the literature (Kingma & Dhariwal 2018; Vahdat & Kautz 2020). A Gaussian
     N(mu, Sigma) becomes N(mu, T^2 Sigma); a mixture keeps its weights and means and tempers
     each component; a flow f(eps) draws f(T eps). T = 1 is ``p_z`` itself; T < 1 trades variety
-    for typical samples. A prior of another kind (several stochastic layers) is refused."""
+    for typical samples. Several stochastic layers temper every layer's conditional (as NVAE's
+    reduced-temperature samples do). A prior of another kind is refused."""
     if temperature == 1:
         return p_z
+    at_temperature = getattr(p_z, "at_temperature", None)  # a chain of layers tempers each one
+    if at_temperature is not None:
+        return at_temperature(temperature)
     if isinstance(p_z, Independent):
         return Independent(tempered(p_z.base_dist, temperature), p_z.reinterpreted_batch_ndims,
                            validate_args=False)
