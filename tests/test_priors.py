@@ -23,7 +23,8 @@ from vaekit.model import VAE
 from vaekit.nets import MLP
 from vaekit.objectives import iwae_bound, training_loss
 from vaekit.posteriors import POSTERIORS, GaussianPosterior
-from vaekit.priors import PRIORS, MixtureOfGaussiansPrior, VampPrior
+from vaekit.priors import PRIORS, DiagonalGaussianMixture, MixtureOfGaussiansPrior, VampPrior
+from vaekit.priors import mixture as priors_mixture
 from vaekit.training import Trainer
 
 
@@ -50,6 +51,41 @@ def test_mixture_of_gaussians_density_matches_brute_force():
     per_component = norm.logpdf(z.numpy()[:, None, :], mu[None], sigma[None]).sum(-1)  # [N, K]
     np.testing.assert_allclose(log_p, logsumexp(per_component + log_pi, axis=1), rtol=1e-5)
     assert prior().sample((4,)).shape == (4, 3)
+
+
+def test_diagonal_gaussian_mixture_log_prob_is_exact_where_float32_would_cancel():
+    """The matrix form of log p(z) (DiagonalGaussianMixture) against scipy, term by term, in a
+    VampPrior's hard case: 40 dimensions, scales down to e^-5 around means near 3, z drawn
+    close to a component (each of z^2 / sigma^2 and mu^2 / sigma^2 about 2e5 per dimension
+    there, their difference about 1). In float32 the expansion would miss by ~0.5 nats."""
+    torch.manual_seed(0)
+    k, dim = 50, 40
+    loc = 3 + torch.randn(k, dim)
+    scale = torch.empty(k, dim).uniform_(-5, 1).exp()
+    logits = torch.randn(k)
+    near = loc[:20] + scale[:20] * torch.randn(20, dim)  # inside a component
+    z = torch.cat([near, 3 + 3 * torch.randn(10, dim)]).reshape(3, 10, dim)  # and anywhere
+    components = Independent(Normal(loc, scale), 1)
+    p = priors_mixture(Categorical(logits=logits), components)
+    assert isinstance(p, DiagonalGaussianMixture)
+    log_p = p.log_prob(z)
+    assert log_p.shape == (3, 10) and log_p.dtype == torch.float32
+    zd, mu, sigma = (t.double().numpy() for t in (z, loc, scale))
+    per_component = norm.logpdf(zd[..., None, :], mu, sigma).sum(-1)  # [3, 10, K]
+    exact = logsumexp(per_component + torch.log_softmax(logits.double(), 0).numpy(), axis=-1)
+    np.testing.assert_allclose(log_p.numpy(), exact, rtol=2e-7, atol=2e-3)
+    # gradients for z, means and scales are torch's broadcast form's (in float64)
+    args = [t.double().requires_grad_() for t in (z, loc, scale)]
+    fast = DiagonalGaussianMixture(Categorical(logits=logits.double()),
+                                   Independent(Normal(args[1], args[2]), 1)).log_prob(args[0])
+    slow = MixtureSameFamily(Categorical(logits=logits.double()),
+                             Independent(Normal(args[1], args[2]), 1)).log_prob(args[0])
+    torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-9)
+    for a, b in zip(torch.autograd.grad(fast.sum(), args), torch.autograd.grad(slow.sum(), args)):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+    # a batched (expanded) mixture falls back to torch's log_prob, with the same values
+    batched = p.expand((3, 10)).log_prob(z)
+    torch.testing.assert_close(batched, log_p, rtol=1e-5, atol=1e-3)
 
 
 def test_vamp_prior_is_the_average_of_encoder_posteriors_at_pseudo_inputs():
