@@ -175,7 +175,7 @@ def test_every_combination_trains_evaluates_and_round_trips(tmp_path, prior, pos
     history = trainer.history
     assert history[-1]["val_elbo"] > history[0]["train_elbo"]  # it learned something
     x = trainer.data.test[:50]
-    model = vaekit.load(tmp_path / "run")
+    model = vaekit.load(tmp_path / "run").model  # the loaded model, not the Run
     for m in (trainer.model.eval(), model):
         assert math.isfinite(evaluate_elbo(m, x)["elbo"])
     with seeded(0):

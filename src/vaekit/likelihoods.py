@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import (Bernoulli, Categorical, ContinuousBernoulli, Distribution,
                                  Independent, MixtureSameFamily, Normal, constraints)
-from torch.distributions.utils import broadcast_all
+from torch.distributions.utils import broadcast_all, lazy_property
 
 from .errors import DataError
 from .tables import TableLikelihood
@@ -285,8 +285,33 @@ class DiscretizedLogistic(Distribution):
 
 class LevelCategorical(Categorical):
     """An n-way categorical over the levels {0, ..., n - 1} of one pixel: torch's Categorical
-    (log_prob gathers the normalised logits) with the mean of the levels as numbers,
-    E[x] = sum_k k p_k, the picture of a sample (torch's Categorical has no mean)."""
+    with the mean of the levels as numbers, E[x] = sum_k k p_k (the picture of a sample; torch's
+    Categorical has no mean), and a faster ``log_prob``.
+
+    The logits are kept as given, not normalised up front as torch's Categorical does, and
+    ``log_prob`` is torch's fused cross-entropy (log-softmax and pick in one kernel, and one in
+    the backward pass): on 128 MNIST images' 784 x 256 logits, the log-likelihood's forward and
+    backward took 2.5 times less than torch's normalise-then-gather on one CPU thread. The
+    normalised ``logits`` and ``probs`` are computed when asked for (sampling, the mean)."""
+
+    def __init__(self, logits: torch.Tensor, validate_args: bool | None = None) -> None:
+        self._raw_logits = logits
+        self._param = logits
+        self._num_events = logits.size(-1)
+        Distribution.__init__(self, logits.size()[:-1], validate_args=validate_args)
+
+    @lazy_property
+    def logits(self) -> torch.Tensor:
+        return self._raw_logits - self._raw_logits.logsumexp(-1, keepdim=True)
+
+    @lazy_property
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self._raw_logits, -1)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return LevelCategorical(self._raw_logits.expand(*batch_shape, self._num_events),
+                                validate_args=False)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -294,7 +319,12 @@ class LevelCategorical(Categorical):
         return self.probs @ levels
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return super().log_prob(value.long())
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        logits = self._raw_logits.expand(*shape, self._num_events).reshape(-1, self._num_events)
+        target = value.long().expand(shape).reshape(-1)
+        return -F.cross_entropy(logits, target, reduction="none").view(shape)
 
 
 def bounded_log_scale(raw: torch.Tensor) -> torch.Tensor:
