@@ -169,6 +169,36 @@ def test_evaluate_without_log_likelihood_and_bad_counts(digits_run, capsys):
         assert flag in capsys.readouterr().err
 
 
+def test_evaluate_spread_takes_examples_evenly_spaced_through_the_split(digits_run, capsys):
+    """--num-examples N --spread: examples floor(i * N_test / N), not the first N."""
+    import torch
+
+    import vaekit
+    from vaekit.evaluation import evaluate_elbo
+
+    run = vaekit.load(digits_run)
+    x, _ = run.split("test")
+    n = 7
+    index = [i * len(x) // n for i in range(n)]
+    assert index[-1] > len(x) // 2  # reaches the second half
+    capsys.readouterr()
+    args = ["evaluate", str(digits_run), "--json", "--num-samples", "0", "--num-examples", str(n)]
+    assert main(args + ["--spread"]) == 0
+    spread = json.loads(capsys.readouterr().out)
+    assert spread["num_examples"] == n and "spread" in spread["examples"]
+    expected = evaluate_elbo(run.model, x[torch.tensor(index)])["elbo"]
+    assert spread["elbo"] == pytest.approx(expected, abs=1e-4)
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["examples"] == f"first {n} of {len(x)}"
+    assert first["elbo"] == pytest.approx(evaluate_elbo(run.model, x[:n])["elbo"], abs=1e-4)
+    assert first["elbo"] != pytest.approx(spread["elbo"], abs=1e-3)  # different examples
+    before = {q.name: q.stat().st_mtime_ns for q in digits_run.iterdir()}
+    assert main(["evaluate", str(digits_run), "--spread"]) == 2  # without --num-examples
+    assert "--num-examples" in capsys.readouterr().err
+    assert {q.name: q.stat().st_mtime_ns for q in digits_run.iterdir()} == before
+
+
 def test_mnist_from_local_idx_files(shared_data, tmp_path):
     proc = run_cli("train", "--data", "mnist", "--data-dir", shared_data / "mnist", "--epochs", "1",
                    "--no-progress", "--out", tmp_path / "m")

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "0: skip)")
             p.add_argument("--num-examples", type=int, default=None,
                            help="evaluate only the first N examples of the split")
+            p.add_argument("--spread", action="store_true",
+                           help="with --num-examples N: N examples evenly spaced through the "
+                                "split, not the first N")
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
         else:
@@ -292,13 +295,19 @@ def run_levels(run_dir) -> str:
     return str(levels) if levels is not None else "2"
 
 
+def examples_note(result: dict) -> str:
+    """Which examples of the split an evaluation used, when not all of them."""
+    examples = result.get("examples", "all")
+    return "" if examples == "all" else f": {examples}"
+
+
 def cmd_evaluate(args) -> int:
     from .distributed import is_main_process
     from .run import EVALUATION, evaluate
 
     result = evaluate(args.run_dir, split=args.split, source=args.data, data_dir=args.data_dir,
                       num_samples=args.num_samples, num_examples=args.num_examples,
-                      batch_size=args.batch_size, seed=args.seed,
+                      spread=args.spread, batch_size=args.batch_size, seed=args.seed,
                       progress=not args.no_progress and is_main_process())
     if not is_main_process():  # under torchrun rank 0 prints
         return 0
@@ -312,7 +321,7 @@ def cmd_evaluate(args) -> int:
         return 0
     print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
           f"{result['reconstruction']:.2f} nats/example  KL {result['kl']:.2f} nats/example  "
-          f"({result['num_examples']} examples)")
+          f"({result['num_examples']} examples{examples_note(result)})")
     if "log_likelihood" in result:
         kind = "log-probability" if "bits_per_dim" in result else "log-density"
         print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "

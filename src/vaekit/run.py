@@ -181,14 +181,17 @@ class Run:
     # -- what a run can do -----------------------------------------------------------------
     def evaluate(self, *, split: str = "test", source: str | None = None,
                  data_dir: str | None = None, num_samples: int | None = None,
-                 num_examples: int | None = None, batch_size: int = 1000, seed: int = 0,
-                 progress: bool = False, distributed: bool = False,
+                 num_examples: int | None = None, spread: bool = False, batch_size: int = 1000,
+                 seed: int = 0, progress: bool = False, distributed: bool = False,
                  save: bool | None = None) -> dict:
         """ELBO and its terms, the importance-sampled log p(x) with K = ``num_samples`` and the
         latent diagnostics (:func:`vaekit.evaluation.evaluate_model`) on a split of the run's
-        data (or of ``source``), first ``num_examples`` only when given. ``save`` (default: when
-        it is the run's own test set) keeps the result as ``evaluation.json`` so the report
-        shows it."""
+        data (or of ``source``), only ``num_examples`` of it when given: the first ones, or with
+        ``spread`` ones evenly spaced through the split (example floor(i N_split / N), i < N: a
+        subset that samples every part of a split whose order is not random, like MNIST's test
+        set, whose first half is the cleaner). The result says which (``examples``). ``save``
+        (default: when it is the run's own test set) keeps the result as ``evaluation.json`` so
+        the report shows it."""
         from .evaluation import DEFAULT_NUM_SAMPLES, evaluate_model
 
         num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
@@ -196,10 +199,20 @@ class Run:
             raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
         if num_examples is not None and num_examples <= 0:
             raise ConfigError("--num-examples must be a positive number of examples")
+        if spread and not num_examples:
+            raise ConfigError("--spread picks --num-examples N examples through the split; "
+                              "give --num-examples")
         x, _ = self.split(split, source, data_dir)
         y = self.condition(split, source, data_dir)
-        if num_examples:
-            x, y = x[:num_examples], (y[:num_examples] if y is not None else None)
+        examples = "all"
+        if num_examples and num_examples < len(x):
+            if spread:
+                index = torch.arange(num_examples) * len(x) // num_examples
+                examples = f"{num_examples} spread through {len(x)} (every {len(x) / num_examples:g}th)"
+            else:
+                index = torch.arange(num_examples)
+                examples = f"first {num_examples} of {len(x)}"
+            x, y = x[index], (y[index] if y is not None else None)
         if getattr(self.model, "condition_dim", None):  # conditional: given the labels or covariates
             from .conditional import evaluate_run_model
 
@@ -213,6 +226,7 @@ class Run:
                 self.model, x, num_samples=num_samples, batch_size=batch_size,
                 is_image=self.data.is_image, seed=seed, progress=progress,
                 distributed=distributed)}
+        result["examples"] = examples
         own_test_set = source is None and split == "test"  # (a --data-dir of its own data set too)
         if own_test_set if save is None else save:
             self.evaluation = result
