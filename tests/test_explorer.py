@@ -89,7 +89,7 @@ def test_info_orders_dimensions_by_kl_and_maps_the_test_set(explorer, run):
 
 
 def test_decode_returns_the_models_mean_as_png(explorer, run):
-    model = vaekit.load(run)
+    model = vaekit.load(run).model
     z = [0.5, -1.0, 2.0]
     status, body = post(explorer, "/api/decode", json.dumps({"z": z}).encode())
     assert status == 200

@@ -35,7 +35,7 @@ def test_training_improves_the_elbo_and_writes_a_run(tmp_path):
 def test_load_round_trip_gives_identical_outputs(tmp_path):
     trainer = Trainer(tiny(epochs=1), tmp_path / "run", progress=False, log=lambda m: None)
     trainer.fit()
-    model = vaekit.load(tmp_path / "run")
+    model = vaekit.load(tmp_path / "run").model
     x = trainer.data.test[:16]
     torch.testing.assert_close(model.encode(x).mean, trainer.model.encode(x).mean)
     torch.testing.assert_close(model.reconstruct(x), trainer.model.reconstruct(x))
@@ -82,7 +82,7 @@ def test_every_likelihood_trains_to_finite_numbers(tmp_path, likelihood, binariz
 
 def test_conv_architecture_trains(tmp_path):
     run = vaekit.train(tiny(epochs=1, arch="conv"), tmp_path / "r", progress=False, log=lambda m: None)
-    assert vaekit.load(run).sample(2).shape == (2, 1, 8, 8)
+    assert vaekit.load(run).model.sample(2).shape == (2, 1, 8, 8)
 
 
 def test_grey_levels_under_plain_bernoulli_are_refused(tmp_path):
@@ -119,7 +119,7 @@ def test_a_table_in_mixed_units_is_standardized_and_trains(tmp_path):
     trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     assert trainer.config.model.standardize and trainer.config.model.likelihood == "gaussian"
     trainer.fit()
-    model = vaekit.load(tmp_path / "run")
+    model = vaekit.load(tmp_path / "run").model
     x = trainer.data.test
     # the scaling was saved with the weights: same ELBO after loading, in the data's own units
     torch.manual_seed(0)
