@@ -6,6 +6,7 @@ and distributed evaluation equals single-process evaluation."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -310,3 +311,48 @@ def test_two_ranks_train_a_labelled_model_exactly_like_one_process(kind, labelle
     if kind == "semi-supervised":
         records = [json.loads((run / "labelled.json").read_text()) for run in (ddp, one)]
         assert records[0] == records[1] and len(records[0]["indices"]) == 20
+
+
+class ExitCalled(Exception):
+    pass
+
+
+class Stream(io.StringIO):
+    """An output stream that records whether it was flushed since the last write."""
+    flushed = True
+
+    def write(self, text):
+        self.flushed = False
+        return super().write(text)
+
+    def flush(self):
+        self.flushed = True
+
+
+@pytest.mark.parametrize("joined", [True, False])
+def test_the_command_skips_the_teardown_only_in_a_torchrun_worker(monkeypatch, joined):
+    """`vaekit` exits with main's status; a worker that joined a process group exits through
+    os._exit after flushing its output (torch's gloo threads outlive destroy_process_group
+    under DDP and can abort the interpreter's teardown: vaekit.cli.run_command)."""
+    import vaekit.cli as cli
+
+    out, err = Stream(), Stream()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+
+    def fake_main():
+        print("last line", end="")
+        print("a warning", end="", file=sys.stderr)
+        return 3
+
+    def fake_exit(status):
+        assert out.flushed and err.flushed
+        raise ExitCalled(status)
+
+    monkeypatch.setattr(cli, "main", fake_main)
+    monkeypatch.setattr(cli, "joined_a_process_group", lambda: joined)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(ExitCalled if joined else SystemExit) as stop:
+        cli.run_command()
+    assert (stop.value.args[0] if joined else stop.value.code) == 3
+    assert out.getvalue() == "last line"

@@ -9,12 +9,14 @@ import argparse
 import difflib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from .cli_options import add_train_options, overrides
 from .data.dataset import SPLITS
 from .latents import INTERPOLATIONS
+from .distributed import joined_a_process_group
 from .errors import ConfigError, TrainingInterrupted, VaekitError
 
 
@@ -421,3 +423,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
+
+
+def run_command() -> None:
+    """The ``vaekit`` command (the console script and ``python -m vaekit``): :func:`main`, then
+    the process exits with its status.
+
+    A torchrun worker that joined the job's process group exits with ``os._exit`` once its
+    output is flushed, skipping the interpreter's teardown. DDP keeps torch's gloo process
+    group alive after ``destroy_process_group`` (its three threads, ``pt_gloo_runloop`` twice
+    and ``gloo_tcp_loop``, still run after the group is destroyed and every DDP object is
+    collected; without DDP they stop), so they reach the interpreter's teardown, and a worker
+    of a finished job was once killed there by SIGABRT ("terminate called without an active
+    exception"), which torchrun reports as a failed job. By then every file is written (each
+    atomically, before the ranks' final barrier) and the group is destroyed, so nothing is lost
+    by skipping the teardown. The Python API leaves the exit to the caller's script."""
+    status = main()
+    if joined_a_process_group():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0 if status is None else int(status))
+    raise SystemExit(status)

@@ -31,6 +31,12 @@ TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun for every
 # in that store; this variable, read by torchrun itself, gives every attempt its own store,
 # which multi-node jobs still need. `vaekit train --nproc` sets it.
 FRESH_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+_joined_a_group = False  # set once this process has joined a torchrun job's process group
+
+
+def joined_a_process_group() -> bool:
+    """Whether this process joined a torchrun job's process group (:func:`process_group`)."""
+    return _joined_a_group
 
 
 def restart_caveat() -> str | None:
@@ -152,6 +158,8 @@ def process_group(device: str = "auto") -> Iterator[ProcessGroup]:
         torch.distributed.init_process_group(
             backend, store=store, rank=int(os.environ["RANK"]),
             world_size=int(os.environ["WORLD_SIZE"]), device_id=device_id)
+    global _joined_a_group
+    _joined_a_group = True
     group = ProcessGroup(True, torch.distributed.get_rank(), torch.distributed.get_world_size(),
                          local_rank, worker_device)
     finished = False
