@@ -199,6 +199,26 @@ def test_evaluate_spread_takes_examples_evenly_spaced_through_the_split(digits_r
     assert {q.name: q.stat().st_mtime_ns for q in digits_run.iterdir()} == before
 
 
+def test_evaluate_device(digits_run, capsys):
+    """--device: the evaluation runs on the named device (auto, the default: CUDA when
+    available); a device that is not there is a one-line error, exit 2, and no file changes."""
+    import torch
+
+    capsys.readouterr()
+    args = ["evaluate", str(digits_run), "--json", "--num-samples", "0", "--num-examples", "20"]
+    assert main(args + ["--device", "cpu"]) == 0
+    on_cpu = json.loads(capsys.readouterr().out)
+    assert main(args) == 0  # auto
+    assert json.loads(capsys.readouterr().out)["elbo"] == pytest.approx(on_cpu["elbo"], abs=1e-3)
+    before = {q.name: q.stat().st_mtime_ns for q in digits_run.iterdir()}
+    bad = ["nonsense"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        assert main(args + ["--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("vaekit: error:") and len(err.strip().splitlines()) == 1, err
+    assert {q.name: q.stat().st_mtime_ns for q in digits_run.iterdir()} == before
+
+
 def test_mnist_from_local_idx_files(shared_data, tmp_path):
     proc = run_cli("train", "--data", "mnist", "--data-dir", shared_data / "mnist", "--epochs", "1",
                    "--no-progress", "--out", tmp_path / "m")

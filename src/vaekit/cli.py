@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="with --num-examples N: N examples evenly spaced through the "
                                 "split, not the first N")
             p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--device", default="auto",
+                           help="auto (default: CUDA when available), cpu, cuda or cuda:N")
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
         else:
             p.add_argument("--out", required=True)
@@ -310,6 +312,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate(args.run_dir, split=args.split, source=args.data, data_dir=args.data_dir,
                       num_samples=args.num_samples, num_examples=args.num_examples,
                       spread=args.spread, batch_size=args.batch_size, seed=args.seed,
+                      device=args.device,
                       progress=not args.no_progress and is_main_process())
     if not is_main_process():  # under torchrun rank 0 prints
         return 0

@@ -325,14 +325,17 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
                read_json(run_dir / EVALUATION))
 
 
-def evaluate(run: Run | str | Path, **options) -> dict:
-    """:meth:`Run.evaluate` of a run or run directory. Under torchrun the batches are spread
-    over the workers (every rank gets the result; rank 0 alone writes ``evaluation.json``)."""
+def evaluate(run: Run | str | Path, *, device: str = "auto", **options) -> dict:
+    """:meth:`Run.evaluate` of a run or run directory, loaded on ``device`` (``auto``: CUDA when
+    available, as in training). Under torchrun the batches are spread over the workers, each on
+    the device of its rank (every rank gets the result; rank 0 alone writes
+    ``evaluation.json``)."""
     from .distributed import process_group
+    from .training.step import resolve_device
 
-    with process_group() as group:
+    with process_group(device) as group:
         if not isinstance(run, Run):
-            run = load(run, device=group.device or "cpu")
+            run = load(run, device=group.device or resolve_device(device))
         if not group.is_main:
             options["save"] = False
         return run.evaluate(distributed=group.active, **options)
