@@ -29,5 +29,5 @@ for L in categorical discretized-logistic-mixture; do
 import json
 def last(p): return json.loads([l for l in open(p) if l.startswith('{')][-1])
 g=last('$O/fm-$L.elbo.json'); c=last('$O/fm-$L.elbo-cpu.json'); i=last('$O/fm-$L.is.json')
-print('$L', 'test ELBO cuda', g['elbo'], 'cpu', c['elbo'], 'diff', g['elbo']-c['elbo'], '| bits/dim', i.get('bits_per_dim'), 'log p(x)', i['log_likelihood'], '+-', i['log_likelihood_stderr'], 'IS s', i.get('log_likelihood_seconds'))"
+print('$L', 'test ELBO $DEV', g['elbo'], 'cpu', c['elbo'], 'diff', g['elbo']-c['elbo'], '| bits/dim', i.get('bits_per_dim'), 'log p(x)', i['log_likelihood'], '+-', i['log_likelihood_stderr'], 'IS s', i.get('log_likelihood_seconds'))"
 done
