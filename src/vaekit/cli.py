@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .cli_options import add_train_options, overrides
 from .data.dataset import SPLITS
-from .latents import INTERPOLATIONS
 from .distributed import joined_a_process_group
+from .latents import INTERPOLATIONS
 from .errors import ConfigError, TrainingInterrupted, VaekitError
 
 
@@ -438,9 +438,10 @@ def run_command() -> None:
     and ``gloo_tcp_loop``, still run after the group is destroyed and every DDP object is
     collected; without DDP they stop), so they reach the interpreter's teardown, and a worker
     of a finished job was once killed there by SIGABRT ("terminate called without an active
-    exception"), which torchrun reports as a failed job. By then every file is written (each
-    atomically, before the ranks' final barrier) and the group is destroyed, so nothing is lost
-    by skipping the teardown. The Python API leaves the exit to the caller's script."""
+    exception"), which torchrun reports as a failed job (which object inside torch aborts was
+    not pinned down). By then every file is written (before the ranks' final barrier) and the
+    group is destroyed, so nothing is lost by skipping the teardown. The Python API leaves the
+    exit to the caller's script."""
     status = main()
     if joined_a_process_group():
         sys.stdout.flush()

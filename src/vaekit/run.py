@@ -326,8 +326,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
 
 
 def evaluate(run: Run | str | Path, *, device: str = "auto", **options) -> dict:
-    """:meth:`Run.evaluate` of a run or run directory, loaded on ``device`` (``auto``: CUDA when
-    available, as in training). Under torchrun the batches are spread over the workers, each on
+    """:meth:`Run.evaluate` of a run, or of a run directory loaded on ``device`` (``auto``: CUDA
+    when available, as in training). Under torchrun the batches are spread over the workers, each on
     the device of its rank (every rank gets the result; rank 0 alone writes
     ``evaluation.json``)."""
     from .distributed import process_group
