@@ -356,3 +356,26 @@ def test_the_command_skips_the_teardown_only_in_a_torchrun_worker(monkeypatch, j
         cli.run_command()
     assert (stop.value.args[0] if joined else stop.value.code) == 3
     assert out.getvalue() == "last line"
+
+
+def test_torchrun_workers_skip_the_teardown_and_a_plain_process_does_not(tmp_path):
+    """End to end: the `vaekit` command run by torchrun joins the group and leaves without
+    the interpreter's teardown (an atexit handler does not run), yet every worker's last line
+    is out and the job succeeds; the same command in one process tears down as usual."""
+    script = tmp_path / "command.py"
+    script.write_text(
+        "import atexit, os, sys\n"
+        "from vaekit.cli import run_command\n"
+        "atexit.register(lambda: print(f'teardown ran on rank {os.environ.get(\"RANK\", \"-\")}'))\n"
+        "sys.argv = ['vaekit', *sys.argv[1:]]\n"
+        "run_command()\n")
+    train = ["train", *TRAIN, "--epochs", "1", "--no-report"]
+    job = run_job([*TORCHRUN, "--standalone", str(script), *train, "--out", "ddp"], job_env(),
+                  tmp_path)
+    assert job.returncode == 0, job.stdout[-3000:]
+    assert "results in ddp/" in job.stdout and "teardown ran" not in job.stdout
+    one = subprocess.run([sys.executable, str(script), *train, "--out", "one"],
+                         env={**job_env(), "PYTHONUNBUFFERED": "1"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "results in one/" in one.stdout and "teardown ran on rank -" in one.stdout
