@@ -70,7 +70,8 @@ def write_fake_mnist(directory: Path, num_train: int = 20, num_test: int = 10,
 # registered data sets
 
 def test_registry_names():
-    assert DATASET_NAMES == ("digits", "mnist", "fashion-mnist", "binarized-mnist")
+    assert DATASET_NAMES == ("digits", "mnist", "fashion-mnist", "binarized-mnist", "omniglot",
+                             "caltech101-silhouettes", "frey-faces", "dsprites")
 
 
 def test_digits_splits_cover_all_examples_once():

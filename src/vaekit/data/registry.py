@@ -13,7 +13,9 @@ from .arrays import check_val_fraction
 from .benchmarks import load_binarized_mnist, load_digits, load_idx_dataset
 from .dataset import Dataset, DatasetSpec
 from .downloads import IDX_SOURCES
+from .dsprites import SHAPE_NAMES, load_dsprites
 from .files import FILE_LOADERS, load_path
+from .paper_sets import load_caltech101_silhouettes, load_frey_faces, load_omniglot
 
 DIGITS = tuple(str(i) for i in range(10))
 _MNIST_MODEL = {"hidden": (400,), "latent_dim": 20, "epochs": 10}
@@ -32,6 +34,20 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(partial(load_idx_dataset, "fashion-mnist"), _MNIST_MODEL,
                                  IDX_SOURCES["fashion-mnist"].class_names),
     "binarized-mnist": DatasetSpec(load_binarized_mnist, _MNIST_MODEL),
+    # the IWAE / VampPrior benchmarks (vaekit.data.paper_sets, docs/data.md); their class names
+    # come from the files. Omniglot (28x28 grey, dynamically binarized like MNIST) and the
+    # binary silhouettes take MNIST's model; the 1,965 Frey faces a small one for many epochs
+    # and, like digits, a discrete likelihood over their 256 levels, so bits/dim is reported.
+    "omniglot": DatasetSpec(load_omniglot, {**_MNIST_MODEL, "epochs": 20}),
+    "caltech101-silhouettes": DatasetSpec(load_caltech101_silhouettes,
+                                          {**_MNIST_MODEL, "epochs": 100}),
+    "frey-faces": DatasetSpec(load_frey_faces, {"hidden": (200,), "latent_dim": 10, "epochs": 200,
+                                                "likelihood": "discretized-logistic"}),
+    # dSprites rendered here from its definition (vaekit.data.dsprites, docs/data.md): a fixed
+    # 100,000 / 10,000 subset of its 737,280 binary 64x64 images, labelled by shape, and the
+    # MLP of beta-VAE on dSprites (Higgins et al. 2017: 1200-1200, 10 latents)
+    "dsprites": DatasetSpec(load_dsprites, {"hidden": (1200, 1200), "latent_dim": 10,
+                                            "epochs": 20}, SHAPE_NAMES),
 }
 DATASET_NAMES = tuple(DATASETS)
 # the user's own files: a middle-sized MLP
@@ -61,6 +77,10 @@ def load_dataset(source: str, data_dir: str | Path | None = None, *, val_fractio
       :func:`cache_dir`), downloaded when missing and ``download``; md5-checked; the 60k training
       file split into train/val by ``val_fraction``, the 10k file is the test set.
     - ``binarized-mnist``: ``binarized_mnist.npz`` (uint8 0/1 train/valid/test) in ``data_dir``.
+    - ``omniglot``, ``caltech101-silhouettes``, ``frey-faces``: the files in ``data_dir`` (never
+      downloaded), with the fixed splits of :mod:`vaekit.data.paper_sets`.
+    - ``dsprites``: a fixed subset of dSprites, rendered into ``data_dir`` (else :func:`cache_dir`)
+      on first use (:mod:`vaekit.data.dsprites`).
     - a path: ``.npy`` (one array), ``.npz`` (train/test[/val], x[/y] or one array), ``.csv``
       (numeric, optional header and label/class/target column) or a folder of PNG/JPEG images
       (class sub-folders become labels). Missing splits are drawn with ``split_seed``:
