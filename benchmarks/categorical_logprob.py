@@ -18,9 +18,9 @@ from statistics import median
 import torch
 from torch.distributions import Categorical, Independent
 
-from vaekit import likelihoods
+from vaekit import grey_levels
 from vaekit.config import ModelConfig
-from vaekit.model import build_model
+from vaekit.families import build_model
 
 DATA_SHAPE = (1, 28, 28)
 
@@ -31,16 +31,16 @@ def torch_categorical(logits, validate_args=None):
 
 
 def step_seconds(decoder, z, x, reference: bool) -> float:
-    fast = likelihoods.LevelCategorical
+    fast = grey_levels.LevelCategorical
     if reference:
-        likelihoods.LevelCategorical = torch_categorical
+        grey_levels.LevelCategorical = torch_categorical
     try:
         start = time.perf_counter()
         log_p = decoder(z).log_prob(x)
         log_p.sum().backward()
         return time.perf_counter() - start
     finally:
-        likelihoods.LevelCategorical = fast
+        grey_levels.LevelCategorical = fast
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from vaekit.config import ModelConfig
 from vaekit.evaluation import log_likelihood
-from vaekit.model import VAE, build_model
+from vaekit.families import build_model
+from vaekit.model import VAE
 
 DATA_SHAPE = (1, 28, 28)
 DEFAULT_NUM_SAMPLES = 5000  # the paper protocol (Burda et al. 2016)

@@ -34,7 +34,7 @@ def vamp_model(run_dir: str | None):
         from vaekit.run import load
 
         return load(run_dir).model.eval()
-    from vaekit.model import build_model
+    from vaekit.families import build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(hidden=(300, 300), latent_dim=40, likelihood="bernoulli", prior="vamp",

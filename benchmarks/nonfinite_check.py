@@ -17,7 +17,7 @@ import time
 import torch
 
 from vaekit.config import ModelConfig
-from vaekit.model import build_model
+from vaekit.families import build_model
 from vaekit.objectives import training_loss
 from vaekit.training.step import gradient_sum, make_optimizer
 

@@ -8,7 +8,7 @@ import torch
 
 from vaekit.view.board import TENSORBOARD_DIR, EpochBoard, scalar_tag
 from vaekit.config import ModelConfig
-from vaekit.model import build_model
+from vaekit.families import build_model
 
 
 def tiny_model():

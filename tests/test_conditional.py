@@ -12,11 +12,12 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from vaekit.conditional import ConditionalVAE, evaluate_conditional
+from vaekit.conditional import ConditionalVAE
+from vaekit.evaluation import evaluate_model
 from vaekit.config import ModelConfig, RunConfig, config_from_dict
 from vaekit.errors import ConfigError
 from vaekit.evaluation import importance_estimate
-from vaekit.model import build_model
+from vaekit.families import build_model
 from vaekit.objectives import elbo_terms, iwae_bound, iwae_dreg_surrogate, training_loss
 from vaekit.semisupervised import (SemiSupervisedVAE, labelled_subset, semi_supervised_loss,
                                    unlabelled_bound)
@@ -98,7 +99,7 @@ def test_exact_posterior_gives_the_exact_log_px_given_y(conditional_prior):
     elbo = elbo_terms(bound, x, num_samples=4000).elbo.double()
     torch.testing.assert_close(elbo, exact, atol=0.05, rtol=0)
     # the evaluation entry point: batched, the same numbers
-    result = evaluate_conditional(model, x, y, num_samples=3, batch_size=7)
+    result = evaluate_model(model, x, y, num_samples=3, batch_size=7)
     assert result["log_likelihood"] == pytest.approx(float(exact.mean()), abs=1e-4)
 
 

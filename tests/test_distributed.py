@@ -29,7 +29,7 @@ from vaekit.distributed import launched_by_torchrun, my_batches, per_rank_batch_
 from vaekit.training.launch import torchrun_command, torchrun_env
 from vaekit.errors import ConfigError
 from vaekit.evaluation import evaluate_elbo
-from vaekit.model import build_model
+from vaekit.families import build_model
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]

@@ -17,7 +17,7 @@ import vaekit
 from vaekit.config import ModelConfig, RunConfig, merge
 from vaekit.errors import ConfigError
 from vaekit.view.explorer import Explorer, LatentSpace
-from vaekit.model import build_model
+from vaekit.families import build_model
 
 
 @pytest.fixture(scope="module")

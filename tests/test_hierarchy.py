@@ -26,7 +26,8 @@ from vaekit.evaluation import evaluate_elbo, kl_per_layer, latent_diagnostics, l
 from vaekit.hierarchy import (BottomUpPosterior, HierarchicalPrior, TakeBottomLayer,
                               TopDownPosterior)
 from vaekit.likelihoods import GaussianLikelihood
-from vaekit.model import VAE, build_model
+from vaekit.families import build_model
+from vaekit.model import VAE
 from vaekit.objectives import detached, elbo_terms, training_loss
 from vaekit.priors import PRIORS, StandardNormalPrior
 

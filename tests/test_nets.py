@@ -46,7 +46,7 @@ def test_gated_dense_layers_compute_value_times_sigmoid_gate():
 
 def test_gated_model_trains_and_conv_gated_is_refused():
     from vaekit.config import ModelConfig
-    from vaekit.model import build_model
+    from vaekit.families import build_model
     from vaekit.nets import GatedDense
     from vaekit.objectives import elbo
 

@@ -86,12 +86,12 @@ def test_the_labelled_examples_of_a_semi_supervised_run_are_drawn_too(tmp_path):
     stored = np.load(path)
     mean, scale = torch.from_numpy(stored["train"]), torch.from_numpy(stored["train_scale"])
     t = trainer(path, tmp_path, semi_supervised=True)
-    labelled = t.conditioning.labelled
+    labelled = t.condition.labelled
     seen = recorded_batches(t)
     residuals = []
     for step, x in enumerate(seen):  # each step's batch ends with a batch of the labelled examples
-        per_epoch = len(t.conditioning.labelled_batches)
-        index = next(t.conditioning.labelled_batches.iterate(step // per_epoch, step % per_epoch,
+        per_epoch = len(t.condition.labelled_batches)
+        index = next(t.condition.labelled_batches.iterate(step // per_epoch, step % per_epoch,
                                                              step % per_epoch + 1))
         tail = x[-len(index):]
         assert set(index.tolist()) <= set(labelled.tolist())

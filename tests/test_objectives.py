@@ -283,7 +283,7 @@ def test_the_training_losses_report_the_elbo_of_their_own_draws(prior, objective
     checked against log p(x|z) - log q(z|x) + log p(z) written out with the reparameterization
     z = loc + scale * eps by hand."""
     from vaekit.config import ModelConfig
-    from vaekit.model import build_model
+    from vaekit.families import build_model
 
     cfg = ModelConfig(hidden=(16,), latent_dim=3, likelihood="bernoulli", prior=prior,
                       prior_components=3)

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.stats import norm
 
 from vaekit.config import ModelConfig
-from vaekit.model import build_model
+from vaekit.families import build_model
 from vaekit.view.plots import (figure_png, gaussian_quantiles, kl_bars, labelled_grid, latent_map,
                           learning_curves, manifold_images, new_figure, project_2d,
                           traversal_images, traversal_order)

@@ -10,8 +10,8 @@ import torch
 import vaekit
 from vaekit.config import RunConfig, merge
 from vaekit.training.step import LossModule
-from vaekit.model import build_model
-from vaekit.training.precision import PRECISIONS, grad_scaler
+from vaekit.families import build_model
+from vaekit.precision import PRECISIONS, grad_scaler
 
 
 def tiny_config(**train):

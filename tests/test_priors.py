@@ -128,7 +128,7 @@ def test_clipped_vamp_prior_sees_hardtanh_of_its_pseudo_inputs():
 
 def test_vamp_prior_shares_the_encoder_without_saving_it_twice(tmp_path):
     from vaekit.config import ModelConfig
-    from vaekit.model import build_model
+    from vaekit.families import build_model
 
     model = build_model(ModelConfig(hidden=(8,), latent_dim=2, likelihood="bernoulli",
                                     prior="vamp", prior_components=3), (1, 4, 4))

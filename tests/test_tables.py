@@ -11,7 +11,7 @@ from torch.distributions import Bernoulli, Categorical, Normal, Poisson
 from vaekit.config import RunConfig, merge
 from vaekit.data.tabular import TableSchema, parse_column_types
 from vaekit.errors import ConfigError, DataError
-from vaekit.model import build_model
+from vaekit.families import build_model
 from vaekit.tables import Column, TableEncoding, TableLikelihood, parse_columns
 
 SPECS = ("numeric", "binary", "count", "categorical:3", "numeric")

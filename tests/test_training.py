@@ -140,6 +140,7 @@ import signal  # noqa: E402
 from vaekit.training import checkpoint as checkpoint_module  # noqa: E402
 from vaekit.training import loop as training  # noqa: E402
 from vaekit.errors import TrainingDiverged, TrainingInterrupted  # noqa: E402
+from vaekit.model import VAE  # noqa: E402
 
 QUIET = dict(progress=False, log=lambda m: None)
 TIMING = {"seconds", "images_per_second"}
@@ -150,21 +151,21 @@ def without_timing(history):
 
 
 def count_calls(monkeypatch, on_call, trainer=None):
-    """Wraps training.training_loss (in ``trainer``'s loss module when it is built already, else
-    for the trainers built next); ``on_call(n, loss, terms)`` may replace the result of the
-    n-th call (0-based)."""
-    real = training.training_loss
+    """Wraps the model's training loss (:meth:`vaekit.model.VAE.training_loss`; of ``trainer``'s
+    model when it is built already, else of every model built next); ``on_call(n, model, loss,
+    terms)`` may replace the result of the n-th call (0-based)."""
+    real = VAE.training_loss
     calls = []
 
-    def wrapped(model, x, **kwargs):
-        loss, terms = real(model, x, **kwargs)
+    def wrapped(model, x, y=None, **kwargs):
+        loss, terms = real(model, x, y, **kwargs)
         calls.append(len(calls))
         return on_call(len(calls) - 1, model, loss, terms) or (loss, terms)
 
     if trainer is not None:
-        monkeypatch.setattr(trainer.loss, "loss_fn", wrapped)
+        monkeypatch.setattr(trainer.model, "training_loss", wrapped.__get__(trainer.model))
     else:
-        monkeypatch.setattr(training, "training_loss", wrapped)
+        monkeypatch.setattr(VAE, "training_loss", wrapped)
     return calls
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from vaekit.config import RunConfig, merge
 from vaekit.training import Trainer
-from vaekit.training.schedules import (IWAE_TOTAL_PASSES, LR_SCHEDULES, iwae_factor,
+from vaekit.schedules import (IWAE_TOTAL_PASSES, LR_SCHEDULES, iwae_factor,
                                        iwae_stage_ends)
 
 QUIET = dict(progress=False, log=lambda m: None, callbacks=[])

@@ -16,11 +16,11 @@ Layers (see docs/architecture.md): the math as flat modules (nets, posteriors, l
 priors, flows, model, objectives, evaluation, gradients), then ``vaekit.data``,
 ``vaekit.training``, :mod:`vaekit.run` and ``vaekit.view``, with the command line on top."""
 
-__version__ = "0.1.0"
-
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from .evaluation import log_likelihood  # noqa: E402
 from .objectives import elbo, elbo_terms, iwae_bound, log_importance_weights  # noqa: E402
+from .version import __version__  # noqa: E402
+from .view import outputs as _outputs  # noqa: E402,F401  (registers the training's default viewers)
 
 # training and runs pull in data loaders (and, at the end of training, plotting): imported on
 # first use so `import vaekit` stays light

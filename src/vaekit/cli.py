@@ -16,8 +16,9 @@ from pathlib import Path
 from .cli_options import add_train_options, overrides
 from .data.dataset import SPLITS
 from .distributed import joined_a_process_group
-from .latents import INTERPOLATIONS
 from .errors import ConfigError, TrainingInterrupted, VaekitError
+from .latents import INTERPOLATIONS
+from .precision import MATMUL_PRECISIONS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--device", default="auto",
                            help="auto (default: CUDA when available), cpu, cuda or cuda:N")
+            p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                           help="float32 matrix products (see vaekit train --help)")
             p.add_argument("--no-progress", action="store_true", help="no progress bar")
         else:
             p.add_argument("--out", required=True)
@@ -160,22 +163,6 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _save_array_or_grid(x, out: str, nrow: int | None = None) -> None:
-    from .storage import save_arrays
-    from .view.images import save_grid
-
-    path = Path(out)
-    if path.suffix == ".png":
-        if x.dim() != 4:
-            raise ConfigError("a .png output needs image data; use an .npy output for tables")
-        save_grid(x, path, nrow=nrow)
-    elif path.suffix == ".npy":
-        save_arrays(path, {"x": x.detach().cpu().numpy()})
-    else:
-        raise ConfigError(f"--out {out}: use a .png (image grid) or .npy (array) file")
-    print(f"wrote {path}")
-
-
 def _check_count(num: int | None, flag: str = "--num") -> None:
     if num is not None and num <= 0:
         raise ConfigError(f"{flag} must be a positive number of examples")
@@ -184,6 +171,7 @@ def _check_count(num: int | None, flag: str = "--num") -> None:
 def cmd_sample(args) -> int:
     import torch
 
+    from .cli_output import save_array_or_grid
     from .run import load
 
     _check_count(args.num)
@@ -196,55 +184,56 @@ def cmd_sample(args) -> int:
     tempered = {"temperature": args.temperature}
     if args.label is not None and args.condition is not None:
         raise ConfigError("--label draws a class, --condition gives covariates: use one of them")
-    covariates = getattr(model, "condition_dim", None) and model.num_classes is None
+    covariates = model.condition_kind == "covariates"
     if args.condition is not None or (covariates and args.label is None):
-        from .conditional import covariate_samples
+        from .cli_conditions import covariate_samples
 
         x, values = covariate_samples(run, args.condition, args.num, use_mean=not args.draw,
                                       generator=generator, **tempered)
-        _save_array_or_grid(x, args.out)
+        save_array_or_grid(x, args.out)
         print("given " + ", ".join(f"{name}={value:g}" for name, value in
                                    zip(run.config.data.condition_columns, values)))
         return 0
     if args.label is not None:
-        from .conditional import conditional_samples
+        from .cli_conditions import conditional_samples
 
         x, nrow = conditional_samples(run, args.label, args.num, use_mean=not args.draw,
                                       generator=generator, **tempered)
         if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]
             x = model.to_unit(x)
-        _save_array_or_grid(x, args.out, nrow=nrow)
+        save_array_or_grid(x, args.out, nrow=nrow)
         return 0
     num = 64 if args.num is None else args.num
     x = model.sample(num, use_mean=not args.draw, generator=generator, **tempered)
     if Path(args.out).suffix == ".png":  # a picture: grey levels in [0, 1]; an array: data units
         x = model.to_unit(x)
-    _save_array_or_grid(x, args.out, nrow=min(num, 8) if num <= 64 else None)
+    save_array_or_grid(x, args.out, nrow=min(num, 8) if num <= 64 else None)
     return 0
 
 
 def cmd_reconstruct(args) -> int:
+    from .cli_output import save_array_or_grid
     from .run import load
     from .view.pictures import reconstruction_grid
 
     _check_count(args.num)
     run = load(args.run_dir)
-    if getattr(run.model, "condition_dim", None) or args.as_label is not None:
-        from .conditional import conditional_reconstructions
+    if run.model.condition_kind is not None or args.as_label is not None:
+        from .cli_conditions import conditional_reconstructions
 
         x, nrow = conditional_reconstructions(run, args.split, args.data, args.data_dir,
                                               args.num or 32, args.as_label,
                                               grid=Path(args.out).suffix == ".png")
-        _save_array_or_grid(x, args.out, nrow=nrow)
+        save_array_or_grid(x, args.out, nrow=nrow)
         return 0
     x, _ = run.split(args.split, args.data, args.data_dir)
     x = x[: args.num or 32]
     if Path(args.out).suffix == ".png":
         per_row = min(8, len(x))
-        _save_array_or_grid(reconstruction_grid(run.model, x, rows=len(x) // per_row,
+        save_array_or_grid(reconstruction_grid(run.model, x, rows=len(x) // per_row,
                                                 per_row=per_row), args.out, nrow=per_row)
     else:
-        _save_array_or_grid(run.model.reconstruct(x), args.out)
+        save_array_or_grid(run.model.reconstruct(x), args.out)
     return 0
 
 
@@ -263,8 +252,8 @@ def cmd_encode(args) -> int:
 
 
 def cmd_classify(args) -> int:
+    from .cli_conditions import classify_split
     from .run import load
-    from .semisupervised import classify_split
 
     run = load(args.run_dir)
     predicted, labels = classify_split(run, args.split, args.data, args.data_dir, args.out)
@@ -277,6 +266,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
+    from .cli_output import save_array_or_grid
     from .run import load
     from .view.pictures import interpolation_grid
 
@@ -287,68 +277,27 @@ def cmd_interpolate(args) -> int:
     if len(x) < 2 * args.pairs:
         raise ConfigError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples, have {len(x)}")
     grid = interpolation_grid(run.model, x, args.pairs, args.steps, INTERPOLATIONS[args.method])
-    _save_array_or_grid(grid, args.out, nrow=args.steps)
+    save_array_or_grid(grid, args.out, nrow=args.steps)
     return 0
 
 
-def run_levels(run_dir) -> str:
-    """The number of levels a run's likelihood gives probabilities of, for messages."""
-    from .run import load
-
-    levels = load(run_dir).config.model.levels
-    return str(levels) if levels is not None else "2"
-
-
-def examples_note(result: dict) -> str:
-    """Which examples of the split an evaluation used, when not all of them."""
-    examples = result.get("examples", "all")
-    return "" if examples == "all" else f": {examples}"
-
-
 def cmd_evaluate(args) -> int:
+    from .cli_output import evaluation_lines
     from .distributed import is_main_process
-    from .run import EVALUATION, evaluate
+    from .run import evaluate
 
     result = evaluate(args.run_dir, split=args.split, source=args.data, data_dir=args.data_dir,
                       num_samples=args.num_samples, num_examples=args.num_examples,
                       spread=args.spread, batch_size=args.batch_size, seed=args.seed,
-                      device=args.device,
+                      device=args.device, matmul_precision=args.matmul_precision,
                       progress=not args.no_progress and is_main_process())
     if not is_main_process():  # under torchrun rank 0 prints
         return 0
     if args.json:
         print(json.dumps(result))
         return 0
-    if "conditioned_on" in result:
-        from .conditional import format_evaluation
-
-        print(format_evaluation(result, args.split))
-        return 0
-    print(f"{args.split}: ELBO {result['elbo']:.2f} nats/example  reconstruction "
-          f"{result['reconstruction']:.2f} nats/example  KL {result['kl']:.2f} nats/example  "
-          f"({result['num_examples']} examples{examples_note(result)})")
-    if "log_likelihood" in result:
-        kind = "log-probability" if "bits_per_dim" in result else "log-density"
-        print(f"log p(x) {result['log_likelihood']:.2f} +- {result['log_likelihood_stderr']:.2f} "
-              f"nats/example ({kind}, importance-sampled, K={result['num_samples']}, "
-              f"mean ESS {result['ess_mean']:.1f})  in {result['log_likelihood_seconds']:.1f}s")
-        if "bits_per_dim" in result:
-            levels = run_levels(args.run_dir)
-            print(f"bits/dim {result['bits_per_dim']:.4f} bits per dimension of the "
-                  f"{levels}-level data: -log p(x) / (D ln 2)")
-        elif "bits_per_dim_absent" in result:
-            print("bits/dim: not reported, because " + result["bits_per_dim_absent"])
-    if args.data is None and args.split == "test":
-        print(f"saved to {Path(args.run_dir) / EVALUATION} (`vaekit report {args.run_dir}` adds "
-              "it to the report)")
-    if "kl_per_layer" in result:
-        print("per layer (bottom first): KL " + " + ".join(f"{v:.2f}" for v in result["kl_per_layer"])
-              + " nats, active units "
-              + "+".join(str(n) for n in result["active_units_per_layer"]))
-    mi = result["mutual_information"]
-    print(f"active units {result['active_units']}/{len(result['posterior_mean_variance'])}  "
-          "mutual information " + ("n/a (planar posterior: q(z|x) is known only at its own "
-                                   "samples)" if mi is None else f"{mi:.2f} nats"))
+    saved = args.data is None and args.split == "test"  # the run's own test set: evaluation.json
+    print("\n".join(evaluation_lines(result, args.split, args.run_dir, saved=saved)))
     return 0
 
 

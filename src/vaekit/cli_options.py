@@ -38,7 +38,9 @@ def _csv_names(text: str) -> tuple[str, ...]:
 # (flag, config section, config key, argparse kwargs) for every training option
 TRAIN_OPTIONS = [
     ("--data", "data", "name", dict(help="digits (default, embedded), mnist, fashion-mnist, "
-                                         "binarized-mnist, or a path to .npy/.npz/.csv/image folder")),
+                                         "binarized-mnist, omniglot, caltech101-silhouettes, "
+                                         "frey-faces, dsprites, or a path to "
+                                         ".npy/.npz/.csv/image folder")),
     ("--data-dir", "data", "data_dir", dict(help="directory holding the data set's files")),
     ("--binarize", "data", "binarize", dict(metavar=_one_of("data", "binarize"))),
     ("--val-fraction", "data", "val_fraction", dict(type=float)),
@@ -94,6 +96,9 @@ TRAIN_OPTIONS = [
     ("--vamp-clip-pseudo-inputs", "model", "vamp_clip_pseudo_inputs",
      dict(action="store_const", const=True,
           help="vamp: pseudo-inputs hardtanh(u) in [0, 1], for [0, 1] images")),
+    ("--family", "model", "family",
+     dict(metavar=_one_of("model", "family"), help="model family (vaekit.families); auto: "
+          "conditional with --conditional, semi-supervised with --semi-supervised, else vae")),
     ("--conditional", "model", "conditional",
      dict(action="store_const", const=True, help="conditional VAE: q(z|x,y), p(x|z,y), y the "
                                                 "class label (Sohn et al. 2015)")),
@@ -146,6 +151,10 @@ TRAIN_OPTIONS = [
      dict(type=int, help="also checkpoint every N optimizer steps (default 0: once per epoch)")),
     ("--precision", "train", "precision", dict(metavar=_one_of("train", "precision"),
                                                help="autocast of the training step (mixed precision)")),
+    ("--matmul-precision", "train", "matmul_precision",
+     dict(metavar=_one_of("train", "matmul_precision"),
+          help="float32 matrix products: highest (default), high, medium (bfloat16 products "
+               "with float32 accumulation where the hardware has them)")),
     ("--compile", "train", "compile", dict(action="store_const", const=True,
                                            help="torch.compile the training loss")),
     ("--no-report", "train", "report", dict(action="store_const", const=False,

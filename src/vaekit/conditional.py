@@ -23,13 +23,16 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution
 
 from .errors import ConfigError
-from .model import VAE, posterior_mean
-from .nets import MLP
-from .posteriors import _diagonal_gaussian
-from .priors import tempered
+from .hierarchy import TakeBottomLayer
+from .likelihoods import needs_levels
+from .model import VAE, build_parts
+from .nets import ScaleLevels, Standardize
+from .objectives import elbo
+from .posteriors import posterior_mean
+from .priors import CONDITIONAL_PRIORS, ClassGaussianPrior, NetworkGaussianPrior, tempered  # noqa: F401 (re-exported)
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -38,44 +41,6 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if labels.is_floating_point():
         return labels
     return nn.functional.one_hot(labels.long(), num_classes).float()
-
-
-class ClassGaussianPrior(nn.Module):
-    """p(z | y) = N(z; M y, diag(exp(2 S y))): one learned Gaussian per class (rows of the
-    tables ``loc [C, L]`` and ``log_scale [C, L]``; a soft y mixes their parameters). Starts as
-    N(0, I) for every class."""
-
-    def __init__(self, latent_dim: int, num_classes: int, **_: object) -> None:
-        super().__init__()
-        self.loc = nn.Parameter(torch.zeros(num_classes, latent_dim))
-        self.log_scale = nn.Parameter(torch.zeros(num_classes, latent_dim))
-
-    def forward(self, y: torch.Tensor) -> Distribution:
-        """``y [B, C]`` -> batch ``[B]``, event ``[L]``."""
-        loc, log_scale = y @ self.loc, (y @ self.log_scale).clamp(-15, 10)
-        return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1,
-                           validate_args=False)
-
-
-class NetworkGaussianPrior(nn.Module):
-    """p(z | y) = N(z; mu(y), diag(sigma^2(y))) with [mu, log sigma^2] an MLP of y ``[B, C]``
-    (hidden sizes ``hidden``): for conditions that are not classes (covariates)."""
-
-    def __init__(self, latent_dim: int, condition_dim: int, hidden: Sequence[int] = (64,),
-                 activation: str = "relu", **_: object) -> None:
-        super().__init__()
-        self.net = MLP((condition_dim,), (2 * latent_dim,), hidden, activation)
-
-    def forward(self, y: torch.Tensor) -> Distribution:
-        return _diagonal_gaussian(self.net(y))
-
-
-# config model.conditional_prior -> p(z | y) (none: the configured prior p(z), not conditioned)
-CONDITIONAL_PRIORS: dict[str, type[nn.Module] | None] = {
-    "none": None,
-    "class": ClassGaussianPrior,
-    "net": NetworkGaussianPrior,
-}
 
 
 def joined_shape(arch: str, data_shape: Sequence[int], condition_dim: int) -> tuple[int, ...]:
@@ -166,7 +131,79 @@ class ConditionalVAE(VAE):
         self.conditional_prior = conditional_prior
         self.standardize = standardize if standardize is not None else nn.Identity()
 
-    # -- the seam ----------------------------------------------------------------------------
+    # -- the family seam (see vaekit.model.VAE) ----------------------------------------------
+    @property
+    def condition_kind(self) -> str:
+        return "labels" if self.num_classes is not None else "covariates"
+
+    @staticmethod
+    def condition_kind_of(cfg, data) -> str:
+        return "covariates" if data.condition_columns else "labels"
+
+    @classmethod
+    def from_config(cls, cfg, data_shape: Sequence[int], **extra) -> ConditionalVAE:
+        """The conditional model of a resolved config: conditioned on ``cfg.num_classes``
+        classes (y one-hot) or on ``cfg.condition_dim`` covariates; ``extra``: keywords of a
+        subclass (M2's classifier)."""
+        if not (cfg.num_classes or cfg.condition_dim):
+            raise ConfigError("a conditional model needs model.num_classes or model.condition_dim "
+                              "(filled in from the data set's labels or condition columns when "
+                              "training)")
+        data_shape = tuple(data_shape)
+        condition_dim = cfg.condition_dim or cfg.num_classes  # the width of y
+        encoder, decoder, prior = build_parts(
+            cfg, data_shape, condition_dim=condition_dim,
+            encoder_shape=joined_shape(cfg.arch, data_shape, condition_dim))
+        conditional_prior = cfg.conditional_prior != "none"
+        if conditional_prior:
+            top = CONDITIONAL_PRIORS[cfg.conditional_prior](
+                cfg.latent_sizes[-1], condition_dim, hidden=cfg.layer_hidden,
+                activation=cfg.activation)
+            if len(cfg.latent_sizes) > 1:
+                prior.top = top
+            else:
+                prior = top
+        standardize = Standardize(data_shape) if cfg.standardize else None
+        if needs_levels(cfg.likelihood):  # integer levels: the encoder sees k / (n - 1)
+            standardize = ScaleLevels(cfg.levels)
+        return cls(encoder, decoder, prior, data_shape, num_classes=cfg.num_classes,
+                   condition_dim=cfg.condition_dim, arch=cfg.arch,
+                   conditional_prior=conditional_prior, standardize=standardize, **extra)
+
+    @staticmethod
+    def config_errors(model, train, data) -> str | None:
+        """The rules of a conditional model's options (collected by config validation)."""
+        names = data.condition_columns
+        if model.condition_dim is not None and names is None:
+            return ("model.condition_dim is the number of condition columns; set "
+                    "data.condition_columns (--condition-columns) too")
+        if model.condition_dim is not None and model.num_classes is not None:
+            return ("a conditional model's y is one-hot over num_classes classes or a vector of "
+                    "condition_dim covariates, not both")
+        if names is not None:
+            if model.conditional_prior == "class":
+                return ("--conditional-prior class is one Gaussian per class; covariates "
+                        "(--condition-columns) take --conditional-prior net, or none")
+            if model.num_classes is not None:
+                return ("model.num_classes applies to class labels; a model conditioned on "
+                        "--condition-columns has condition_dim covariates instead")
+            if model.condition_dim not in (None, len(names)):
+                return (f"model.condition_dim is {model.condition_dim} but {len(names)} "
+                        "condition columns are named")
+        if model.conditional_prior != "none" and model.prior != "normal":
+            return (f"conditional_prior '{model.conditional_prior}' replaces the prior p(z) by "
+                    f"p(z|y); it cannot be combined with prior '{model.prior}'")
+        if train.labels_per_class is not None or train.classification_weight is not None:
+            return ("labels_per_class and classification_weight (--labels-per-class, "
+                    "--classification-weight) apply to --semi-supervised only")
+        return None
+
+    def evaluation_extras(self, result: dict, x: torch.Tensor, y: torch.Tensor | None, *,
+                          batch_size: int, seed: int) -> dict:
+        """What the bounds and log p(x) of ``result`` are given: the label or the columns."""
+        return {**result, "conditioned_on": "label" if self.num_classes is not None
+                else "columns"}
+
     def condition(self, y: torch.Tensor | int | Sequence[int]) -> torch.Tensor:
         """Labels (an int, a list, ``[B]`` integers) or condition vectors -> ``[B, C]``; labels
         outside 0..C-1 are refused. A covariate model takes float ``[B, C]`` (or ``[C]``)."""
@@ -289,145 +326,12 @@ class ConditionalVAE(VAE):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The per-example conditional ELBO ``[B]``, a bound on log p(x | y)."""
-        from .objectives import elbo
-
         return elbo(self.given(self._require(y, "the ELBO")), x)
 
 
-class BottomLayerAndCondition(nn.Module):
-    """[z_1, ..., z_L, y] -> [z_1, y]: the decoder p(x | z_1, y) of a conditional model with
-    several stochastic layers (``latent_dim`` = sum of the layers' sizes)."""
-
-    def __init__(self, size: int, latent_dim: int) -> None:
-        super().__init__()
-        self.size, self.latent_dim = size, latent_dim
-
-    def forward(self, zy: torch.Tensor) -> torch.Tensor:
-        return torch.cat([zy[..., : self.size], zy[..., self.latent_dim :]], -1)
-
-
-def build_conditional_model(cfg, data_shape: Sequence[int]) -> ConditionalVAE:
-    """The conditional VAE (or, with ``cfg.semi_supervised``, the M2 model of
-    :mod:`vaekit.semisupervised`) of a resolved config: conditioned on ``cfg.num_classes``
-    classes (y one-hot) or on ``cfg.condition_dim`` covariates."""
-    from .model import build_parts
-    from .likelihoods import needs_levels
-    from .nets import ScaleLevels, Standardize
-
-    if not (cfg.num_classes or cfg.condition_dim):
-        raise ConfigError("a conditional model needs model.num_classes or model.condition_dim "
-                          "(filled in from the data set's labels or condition columns when "
-                          "training)")
-    data_shape = tuple(data_shape)
-    condition_dim = cfg.condition_dim or cfg.num_classes  # the width of y
-    encoder, decoder, prior = build_parts(cfg, data_shape, condition_dim=condition_dim)
-    conditional_prior = cfg.conditional_prior != "none"
-    if conditional_prior:
-        top_size = cfg.latent_sizes[-1]
-        top = CONDITIONAL_PRIORS[cfg.conditional_prior](
-            top_size, condition_dim, hidden=cfg.layer_hidden, activation=cfg.activation)
-        if len(cfg.latent_sizes) > 1:
-            prior.top = top
-        else:
-            prior = top
-    standardize = Standardize(data_shape) if cfg.standardize else None
-    if needs_levels(cfg.likelihood):  # integer levels: the encoder sees k / (n - 1), as unconditioned
-        standardize = ScaleLevels(cfg.levels)
-    options = dict(num_classes=cfg.num_classes, condition_dim=cfg.condition_dim, arch=cfg.arch,
-                   conditional_prior=conditional_prior, standardize=standardize)
-    if cfg.semi_supervised:
-        from .semisupervised import SemiSupervisedVAE, classifier_net
-
-        return SemiSupervisedVAE(encoder, decoder, prior, data_shape,
-                                 classifier=classifier_net(cfg, data_shape), **options)
-    return ConditionalVAE(encoder, decoder, prior, data_shape, **options)
-
-
-# -- training and evaluation -----------------------------------------------------------------
-
-
-def conditional_training_loss(model: ConditionalVAE, x: torch.Tensor, *, y: torch.Tensor,
-                              **options):
-    """:func:`vaekit.objectives.training_loss` of the model conditioned on the batch's labels
-    ``y [B]``: any objective, conditioned."""
-    from .objectives import training_loss
-
-    return training_loss(model.given(y), x, **options)
-
-
-@torch.no_grad()
-def evaluate_conditional(model: ConditionalVAE, x: torch.Tensor, labels: torch.Tensor, *,
-                         num_samples: int = 0, batch_size: int = 1000, seed: int = 0,
-                         is_image: bool = False) -> dict:
-    """The conditional ELBO (a bound on log p(x | y)) and its terms, and with ``num_samples`` K
-    > 0 the importance-sampled log p(x | y), nats per example, over ``x [N, ...]`` with their
-    labels ``[N]``: each batch is the bound model :meth:`ConditionalVAE.given` evaluated by
-    :func:`vaekit.evaluation.evaluate_elbo` and :func:`vaekit.evaluation.importance_estimate`
-    under the batch's own seed. The importance estimate takes its batches as
-    :func:`~vaekit.evaluation.importance_estimate` would (the bound model holds one batch's
-    labels, so it is called on one batch at a time)."""
-    import time
-
-    from .evaluation import (batch_seed, chunk_sizes, evaluate_elbo, importance_estimate,
-                             log_likelihood_summary)
-
-    if labels is None:
-        raise ConfigError("a conditional model is evaluated on labelled data; this split has "
-                          "no labels")
-    conditioned_on = "label" if model.num_classes is not None else "columns"
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
-    log_px, ess, seconds = [], [], 0.0
-    for b, start in enumerate(range(0, len(x), batch_size)):
-        xb, yb = x[start : start + batch_size], labels[start : start + batch_size]
-        bound = model.given(yb)
-        xb = xb.to(next(model.parameters()).device)
-        r = evaluate_elbo(bound, xb, batch_size=len(xb), seed=batch_seed(seed, b))
-        sums += torch.tensor([r["elbo"], r["reconstruction"], r["kl"]], dtype=torch.float64) * len(xb)
-    if num_samples > 0:  # batches as importance_estimate would take them, each with its labels
-        began = time.perf_counter()
-        _, per_batch = chunk_sizes(num_samples, len(x), None, None)
-        for b, start in enumerate(range(0, len(x), per_batch)):
-            xb, yb = x[start : start + per_batch], labels[start : start + per_batch]
-            e = importance_estimate(model.given(yb), xb, num_samples, batch_size=len(xb),
-                                    seed=batch_seed(seed, b))
-            log_px.append(e.log_likelihood)
-            ess.append(e.ess)
-        seconds = time.perf_counter() - began
-    model.train(was_training)
-    n = max(len(x), 1)
-    out = {"elbo": float(sums[0] / n), "reconstruction": float(sums[1] / n),
-           "kl": float(sums[2] / n), "num_examples": len(x), "conditioned_on": conditioned_on}
-    if num_samples > 0:
-        out.update(log_likelihood_summary(torch.cat(log_px), model.data_shape, is_image))
-        out.update(num_samples=num_samples, ess_mean=float(torch.cat(ess).mean()),
-                   log_likelihood_seconds=seconds)
-    return out
-
-
-def evaluate_run_model(model: ConditionalVAE, x: torch.Tensor, labels: torch.Tensor | None, *,
-                       num_samples: int, batch_size: int = 1000, is_image: bool = False,
-                       seed: int = 0) -> dict:
-    """What ``vaekit evaluate`` reports for a conditional model: the conditional ELBO and the
-    importance-sampled log p(x | y) with the true labels, or the standardized covariates
-    ``[N, C]`` of a covariate model (:func:`evaluate_conditional`); for the semi-supervised M2
-    model also the unlabelled bound U(x) on log p(x) (``elbo``; the conditional bound is then
-    ``elbo_given_label``) and the test ``classification_error``."""
-    if model.num_classes is None:  # covariates
-        return evaluate_conditional(model, x, labels, num_samples=num_samples,
-                                    batch_size=batch_size, seed=seed, is_image=is_image)
-    labels = labels_or_refuse(labels, "evaluating a conditional model").long()
-    result = evaluate_conditional(model, x, labels, num_samples=num_samples,
-                                  batch_size=batch_size, seed=seed, is_image=is_image)
-    if hasattr(model, "classifier"):
-        from .semisupervised import evaluate_semi_supervised
-
-        given = {f"{k}_given_label": result.pop(k) for k in ("elbo", "reconstruction", "kl")}
-        result.update(given)
-        result.update(evaluate_semi_supervised(model, x, labels, batch_size=batch_size,
-                                               seed=seed))
-    return result
+# the decoder network's input of a conditional model with several stochastic layers,
+# [z_1, ..., z_L, y] -> [z_1, y] (kept under its former name)
+BottomLayerAndCondition = TakeBottomLayer
 
 
 def standardize_covariates(values, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -452,170 +356,6 @@ def num_classes_of(class_names, *label_tensors) -> int:
     if class_names:
         return len(class_names)
     return 1 + max(int(t.max()) for t in label_tensors if t is not None and len(t))
-
-
-def parse_label(text: str, class_names: Sequence[str] | None, num_classes: int) -> int:
-    """A label given on the command line: its index or its class name ("7", "sandal")."""
-    names = list(class_names or [])
-    if text in names:
-        return names.index(text)
-    try:
-        label = int(text)
-    except ValueError:
-        valid = ", ".join(names) if names else f"0..{num_classes - 1}"
-        raise ConfigError(f"label '{text}' is not a class of this model (classes: {valid})"
-                          ) from None
-    if not 0 <= label < num_classes:
-        raise ConfigError(f"--label {label} does not exist: the model has {num_classes} classes "
-                          f"(0..{num_classes - 1})")
-    return label
-
-
-# -- what the command line asks of a conditional run --------------------------------------------
-
-
-def require_conditional(run, flag: str) -> ConditionalVAE:
-    """The run's model when it is conditioned on class labels (what ``flag`` draws)."""
-    model = run.model
-    if not getattr(model, "condition_dim", None):
-        raise ConfigError(f"{flag} needs a conditional model (trained with --conditional or "
-                          "--semi-supervised); this run is unconditional")
-    if model.num_classes is None:
-        names = ",".join(run.config.data.condition_columns or ())
-        raise ConfigError(f"{flag} draws a class, but this run is conditioned on the columns "
-                          f"{names}: give their values with vaekit sample --condition NAME=VALUE")
-    return model
-
-
-def require_covariates(run, flag: str) -> ConditionalVAE:
-    """The run's model when it is conditioned on covariates (``--condition-columns``)."""
-    model = run.model
-    if not getattr(model, "condition_dim", None):
-        raise ConfigError(f"{flag} needs a model conditioned on covariates (trained with "
-                          "--conditional --condition-columns); this run is unconditional")
-    if model.num_classes is not None:
-        raise ConfigError(f"{flag} gives the values of covariates, but this run is conditioned "
-                          "on class labels: draw a class with --label")
-    return model
-
-
-def parse_covariates(text: str, names: Sequence[str], mean: Sequence[float]) -> list[float]:
-    """``"age=40,income=50000"`` -> one value per condition column in its own units; columns
-    left out are at their training mean."""
-    values = dict(zip(names, mean))
-    given: set[str] = set()
-    for item in (part.strip() for part in text.split(",")):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ConfigError(f"--condition: '{item}' is not NAME=VALUE (e.g. "
-                              f"{names[0]}={mean[0]:g})")
-        if name not in values:
-            raise ConfigError(f"--condition: '{name}' is not a condition column of this run "
-                              f"(its columns: {', '.join(names)})")
-        if name in given:
-            raise ConfigError(f"--condition gives '{name}' twice")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"--condition {name}={value}: not a number") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"--condition {name}={value}: not a finite number")
-        values[name] = number
-        given.add(name)
-    return [values[name] for name in names]
-
-
-@torch.no_grad()
-def covariate_samples(run, text: str | None, num: int | None, *, use_mean: bool = True,
-                      generator: torch.Generator | None = None, temperature: float = 1.0
-                      ) -> tuple[torch.Tensor, list[float]]:
-    """``vaekit sample --condition age=40,income=50000``: ``num`` (default 64) samples x ~
-    p(x | z, y), z ~ p(z | y), of the covariates given in their own units (standardized with the
-    run's training mean and std; the others at their mean). Returns the samples and the
-    covariates' values."""
-    model = require_covariates(run, "--condition")
-    dc = run.config.data
-    values = parse_covariates(text or "", dc.condition_columns, dc.condition_mean) if text \
-        else list(dc.condition_mean)
-    y = standardize_covariates([values], dc.condition_mean, dc.condition_std)  # [1, C]
-    num = 64 if num is None else num
-    return model.sample(num, y=y, use_mean=use_mean, generator=generator,
-                        temperature=temperature), values
-
-
-def class_names_of_run(run) -> list[str]:
-    model = run.model
-    names = list(run.data.class_names or [])
-    return names if len(names) == model.num_classes else [str(c) for c in range(model.num_classes)]
-
-
-@torch.no_grad()
-def conditional_samples(run, label: str, num: int | None, *, use_mean: bool = True,
-                        generator: torch.Generator | None = None, temperature: float = 1.0
-                        ) -> tuple[torch.Tensor, int]:
-    """``vaekit sample --label``: ``num`` (default 64) samples of one class, or with ``label``
-    "all" one row of ``num`` (default 8) samples per class. Returns the images and the grid
-    width."""
-    model = require_conditional(run, "--label")
-    if label == "all":
-        per_class = 8 if num is None else num
-        y = torch.arange(model.num_classes).repeat_interleave(per_class)
-        return model.sample(len(y), y=y, use_mean=use_mean, generator=generator,
-                            temperature=temperature), per_class
-    c = parse_label(label, run.data.class_names, model.num_classes)
-    num = 64 if num is None else num
-    x = model.sample(num, y=torch.full((num,), c), use_mean=use_mean, generator=generator,
-                     temperature=temperature)
-    return x, min(num, 8)
-
-
-@torch.no_grad()
-def conditional_reconstructions(run, split: str, source, data_dir, num: int,
-                                as_label: str | None, *, grid: bool) -> tuple[torch.Tensor, int | None]:
-    """``vaekit reconstruct`` of a conditional run: each example encoded with its true label (or
-    covariates) and decoded with it, or with ``as_label`` (the style of the example, drawn as
-    that class). With ``grid``: rows of inputs above their reconstructions."""
-    model = run.model if as_label is None else require_conditional(run, "--as-label")
-    as_y = None if as_label is None else parse_label(as_label, run.data.class_names,
-                                                     model.num_classes)
-    x, _ = run.split(split, source, data_dir)
-    y = labels_or_refuse(run.condition(split, source, data_dir),
-                         "reconstructing with a conditional model")
-    x, y = x[:num], y[:num]
-    recon = model.reconstruct(x, y, as_y)
-    if not grid:
-        return recon, None
-    per_row = min(8, len(x))
-    rows = []
-    for r in range(len(x) // per_row):
-        part = slice(r * per_row, (r + 1) * per_row)
-        rows += [x[part], recon[part]]
-    return torch.cat(rows), per_row
-
-
-def format_evaluation(result: dict, split: str) -> str:
-    """The lines ``vaekit evaluate`` prints for a conditional run."""
-    lines = []
-    if "classification_error" in result:
-        lines.append(f"{split}: classification error {100 * result['classification_error']:.2f}% "
-                     f"({result['num_examples']} examples); unlabelled bound U(x) on log p(x) "
-                     f"{result['elbo']:.2f} nats/example")
-        lines.append(f"ELBO given the label {result['elbo_given_label']:.2f} nats/example "
-                     f"(reconstruction {result['reconstruction_given_label']:.2f}, KL "
-                     f"{result['kl_given_label']:.2f})")
-    else:
-        lines.append(f"{split}: ELBO {result['elbo']:.2f} nats/example (a bound on log p(x|y)) "
-                     f" reconstruction {result['reconstruction']:.2f}  KL {result['kl']:.2f}  "
-                     f"({result['num_examples']} examples)")
-        if result.get("conditioned_on") == "columns":
-            lines.append("y: the columns " + ", ".join(result.get("condition_columns", []))
-                         + ", standardized with the training mean and std")
-    if "log_likelihood" in result:
-        lines.append(f"log p(x|y) {result['log_likelihood']:.2f} +- "
-                     f"{result['log_likelihood_stderr']:.2f} nats/example (K="
-                     f"{result['num_samples']}, mean ESS {result['ess_mean']:.1f})")
-    return "\n".join(lines)
 
 
 def conditional_prior_label(model) -> bool:

@@ -236,3 +236,15 @@ def is_main_process(environ: dict | None = None) -> bool:
     """Rank 0 of a torchrun job (from its environment), or a process not under torchrun."""
     environ = os.environ if environ is None else environ
     return int(environ.get("RANK", "0")) == 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
+    return device

@@ -297,14 +297,18 @@ class TopLayerEncoder:
 
 class TakeBottomLayer(nn.Module):
     """z = [z_1, ..., z_L] -> z_1: the decoder p(x | z_1) sees only the bottom layer (unless
-    ``model.skip_decoder``: then it reads z whole, p(x | z_1, ..., z_L))."""
+    ``model.skip_decoder``: then it reads z whole, p(x | z_1, ..., z_L)). With ``latent_dim``
+    (the sum of the layers' sizes) what follows z (a conditional model's y) is kept:
+    [z_1, ..., z_L, y] -> [z_1, y]."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, latent_dim: int | None = None) -> None:
         super().__init__()
-        self.size = size
+        self.size, self.latent_dim = size, latent_dim
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z[..., : self.size]
+        if self.latent_dim is None:
+            return z[..., : self.size]
+        return torch.cat([z[..., : self.size], z[..., self.latent_dim :]], -1)
 
 
 # config model.inference -> the posterior of a model with several stochastic layers (the default,
@@ -339,3 +343,17 @@ def hierarchical_latents(cfg: ModelConfig, bottom_net: nn.Module, data_shape: Se
         data_shape=data_shape, flow_steps=cfg.flow_steps, flow_hidden=cfg.flow_hidden,
         clip_pseudo_inputs=cfg.vamp_clip_pseudo_inputs)
     return posterior, generative
+
+
+def model_errors(model) -> str | None:
+    """The rules of several stochastic layers on the model options (collected by config
+    validation)."""
+    layered = isinstance(model.latent_dim, tuple)
+    if layered and model.posterior != "gaussian":
+        return (f"posterior '{model.posterior}' has one stochastic layer; a model with several "
+                f"(--latent-dim {','.join(map(str, model.latent_dim))}) uses diagonal Gaussian "
+                "layers chosen with --inference (top-down or bottom-up)")
+    if model.skip_decoder and not layered:
+        return ("skip_decoder (--skip-decoder) lets the decoder read every stochastic layer; a "
+                "one-layer model has one: give --latent-dim a comma list")
+    return None

@@ -1,5 +1,8 @@
 """The VAE: an encoder q(z|x), a decoder p(x|z) and a prior p(z), each a module returning a
-distribution; plus ``build_model`` which turns a :class:`~vaekit.config.ModelConfig` into one."""
+distribution. It is also the base of every model family (:mod:`vaekit.families`): the methods
+under "the family seam" are all the training loop, evaluation and :class:`~vaekit.run.Run` ask
+of a model, and a family overrides what is its own. ``build_parts`` turns a resolved
+:class:`~vaekit.config.ModelConfig` into the encoder, decoder and prior modules."""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
+from .errors import ConfigError
+from .hierarchy import TakeBottomLayer, hierarchical_latents
 from .likelihoods import LIKELIHOODS, GaussianLikelihood, needs_levels
 from .nets import INITIALIZATIONS, MLP, ConvDecoderNet, ConvEncoderNet, ScaleLevels, Standardize
-from .posteriors import POSTERIORS
+from .objectives import ElboTerms, elbo, training_loss
+from .posteriors import POSTERIORS, posterior_mean  # noqa: F401 (posterior_mean: re-exported)
 from .priors import PRIORS, tempered
 from .tables import table_mlp_networks
 
@@ -22,7 +28,12 @@ if TYPE_CHECKING:
 
 
 class VAE(nn.Module):
-    """p(x, z) = p(z) p(x|z) with amortised posterior q(z|x) (Kingma & Welling 2014)."""
+    """p(x, z) = p(z) p(x|z) with amortised posterior q(z|x) (Kingma & Welling 2014): the
+    family ``vae`` (:data:`vaekit.families.FAMILIES`)."""
+
+    # What the y of a batch is for this family (the data a batch carries beside x): None (no
+    # condition), "labels" (class indices [B]) or "covariates" (standardized numbers [B, C])
+    condition_kind: str | None = None
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module,
                  data_shape: Sequence[int]) -> None:
@@ -48,13 +59,66 @@ class VAE(nn.Module):
         sizes = self.latent_dims
         layer = len(sizes) if layer is None else layer
         if not 1 <= layer <= len(sizes):
-            from .errors import ConfigError
-
             raise ConfigError(f"layer {layer} does not exist: the model has {len(sizes)} "
                               f"stochastic layer{'s' if len(sizes) > 1 else ''} (1 = next to x)")
         start = sum(sizes[: layer - 1])
         return slice(start, start + sizes[layer - 1])
 
+    # -- the family seam ---------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
+        """The model a resolved config describes, for data of ``data_shape``: one stochastic
+        layer, or several (``latent_dim`` a list, :mod:`vaekit.hierarchy`)."""
+        return cls(*build_parts(cfg, data_shape), data_shape)
+
+    @staticmethod
+    def config_errors(model, train, data) -> str | None:
+        """What is wrong with the config sections ``model``, ``train``, ``data`` for this family
+        (a one-line message), or None: the family's rules, which config validation collects."""
+        if model.conditional_prior != "none":
+            return ("conditional_prior (--conditional-prior) is the prior p(z|y) of a "
+                    "conditional model: add --conditional")
+        if data.condition_columns is not None:
+            return ("--condition-columns names the condition y of a conditional model: add "
+                    "--conditional")
+        if model.condition_dim is not None:
+            return ("model.condition_dim is the number of condition columns of a conditional "
+                    "model; set data.condition_columns (--condition-columns) and --conditional")
+        if train.labels_per_class is not None or train.classification_weight is not None:
+            return ("labels_per_class and classification_weight (--labels-per-class, "
+                    "--classification-weight) apply to --semi-supervised only")
+        return None
+
+    @staticmethod
+    def condition_kind_of(cfg: ModelConfig, data) -> str | None:
+        """What the batches of a run of this family carry beside x (``data``: the data config):
+        see :attr:`condition_kind`, and "partial-labels" for labels of which most are unknown."""
+        return None
+
+    def given(self, y: torch.Tensor | None = None) -> VAE:
+        """The model given a batch's condition y: q(z|x,y), p(x|z,y), p(z|y) for a conditional
+        family; an unconditional model is itself (it takes no y)."""
+        if y is not None:
+            raise ConfigError("this model is unconditional: it takes no condition y")
+        return self
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                      objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0,
+                      num_samples: int = 1, gradient_estimator: str = "reparameterization"
+                      ) -> tuple[torch.Tensor, ElboTerms]:
+        """The scalar loss of a training batch (x and its y) and the per-example ELBO terms for
+        reporting: :func:`vaekit.objectives.training_loss` of the model given y."""
+        return training_loss(self.given(y), x, objective=objective, beta=beta,
+                             free_bits=free_bits, num_samples=num_samples,
+                             gradient_estimator=gradient_estimator)
+
+    def evaluation_extras(self, result: dict, x: torch.Tensor, y: torch.Tensor | None, *,
+                          batch_size: int, seed: int) -> dict:
+        """What this family reports beyond the common evaluation ``result`` of ``x`` (given
+        ``y``; :func:`vaekit.evaluation.evaluate_model`): nothing for the plain VAE."""
+        return result
+
+    # -- the model -------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Distribution:
         """q(z|x): batch ``[B]``, event ``[L]``."""
         return self.encoder(x)
@@ -124,78 +188,53 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The per-example ELBO ``[B]`` (see :func:`vaekit.objectives.elbo`)."""
-        from .objectives import elbo
-
         return elbo(self, x)
 
 
-def posterior_mean(q_z: Distribution, num_samples: int = 64) -> torch.Tensor:
-    """E_q[z]: the closed form when the distribution has one, the Rao-Blackwellised layer
-    means of a hierarchical posterior, else a Monte Carlo average."""
-    if hasattr(q_z, "conditional_means"):
-        return q_z.conditional_means(num_samples)
-    try:
-        return q_z.mean
-    except NotImplementedError:
-        return q_z.sample((num_samples,)).mean(0)
-
-
-def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int,
-                 decoder_shape: tuple[int, ...] | None = None):
-    """Encoder and decoder MLPs with the hidden sizes ``cfg.hidden`` (mirrored in the decoder);
-    the decoder outputs ``decoder_shape`` (default: the data's shape). For a table
+def mlp_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int, *,
+                 decoder_in: int, decoder_shape: tuple[int, ...] | None = None):
+    """Encoder and decoder MLPs with the hidden sizes ``cfg.hidden`` (mirrored in the decoder):
+    the encoder maps x of ``data_shape`` to ``enc_out`` numbers, the decoder ``decoder_in``
+    numbers (z, or [z, y]) to ``decoder_shape`` (default: the data's shape). For a table
     (``cfg.columns``) the encoder reads the table's encoding of a row and the decoder outputs
     the parameters of its columns (:func:`vaekit.tables.table_mlp_networks`)."""
     if cfg.columns is not None:
-        return table_mlp_networks(cfg, data_shape, enc_out)
+        return table_mlp_networks(cfg, data_shape, enc_out, decoder_in)
     hidden = list(cfg.hidden)
     enc = MLP(data_shape, (enc_out,), hidden, cfg.activation, gated=cfg.gated)
-    dec = MLP((cfg.latent_dim,), decoder_shape or data_shape, hidden[::-1], cfg.activation,
+    dec = MLP((decoder_in,), decoder_shape or data_shape, hidden[::-1], cfg.activation,
               gated=cfg.gated)
     return enc, dec
 
 
-def conv_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int,
-                  decoder_shape: tuple[int, ...] | None = None):
-    """Convolutional encoder and decoder for images ``(C, H, W)`` of any size; the decoder
-    outputs ``decoder_shape`` (default: the data's shape)."""
+def conv_networks(cfg: ModelConfig, data_shape: tuple[int, ...], enc_out: int, *,
+                  decoder_in: int, decoder_shape: tuple[int, ...] | None = None):
+    """Convolutional encoder and decoder for images ``(C, H, W)`` of any size; the decoder maps
+    ``decoder_in`` numbers to ``decoder_shape`` (default: the data's shape)."""
     if len(data_shape) != 3:
-        from .errors import ConfigError
-
         raise ConfigError(
             f"--arch conv needs image data of shape (C, H, W) but the data has shape "
             f"{data_shape}; use --arch mlp for tables and flat vectors"
         )
     enc = ConvEncoderNet(data_shape, enc_out, cfg.conv_channels, cfg.conv_hidden, cfg.activation)
-    dec = ConvDecoderNet(cfg.latent_dim, decoder_shape or data_shape, cfg.conv_channels,
-                         cfg.conv_hidden,
-                         cfg.activation)
+    dec = ConvDecoderNet(decoder_in, decoder_shape or data_shape, cfg.conv_channels,
+                         cfg.conv_hidden, cfg.activation)
     return enc, dec
 
 
-# config model.arch -> (cfg, data_shape, encoder output size[, decoder output shape])
-#   -> (encoder net, decoder net)
+# config model.arch -> (cfg, data_shape, encoder output size, *, decoder input size, decoder
+#   output shape) -> (encoder net, decoder net)
 NETWORKS = {"mlp": mlp_networks, "conv": conv_networks}
 
 
-def build_model(cfg: ModelConfig, data_shape: Sequence[int]) -> VAE:
-    """Builds the VAE a resolved :class:`ModelConfig` describes, for data of ``data_shape``:
-    one stochastic layer, or several (``latent_dim`` a list, :mod:`vaekit.hierarchy`) whose
-    bottom layer has the networks of ``cfg.arch`` towards x; conditioned on a label
-    (``cfg.conditional``, ``cfg.semi_supervised``: :mod:`vaekit.conditional`)."""
-    if cfg.conditional or cfg.semi_supervised:
-        from .conditional import build_conditional_model
-
-        return build_conditional_model(cfg, data_shape)
-    return VAE(*build_parts(cfg, data_shape), data_shape)
-
-
-def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: int = 0
+def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: int = 0,
+                encoder_shape: Sequence[int] | None = None
                 ) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """The encoder, decoder and prior modules of :func:`build_model`. With ``condition_dim`` C
-    > 0 (a conditional model) the encoder network reads ``join(x, y)`` of
-    :func:`vaekit.conditional.joined_shape` (x standardized before, by the model) and the
-    decoder network ``[z_1, y]``, L_1 + C numbers."""
+    """The encoder, decoder and prior modules of a model family's ``from_config`` (for the plain
+    VAE: :meth:`VAE.from_config`). A conditional family passes ``condition_dim`` C > 0, the
+    width of y, and ``encoder_shape``, the shape of what its encoder network reads (x joined
+    with y; x standardized before, by the model); the decoder network then reads ``[z_1, y]``,
+    L_1 + C numbers (every layer and y with ``cfg.skip_decoder``)."""
     data_shape = tuple(data_shape)
     sizes = cfg.latent_sizes
     posterior_cls = POSTERIORS[cfg.posterior]
@@ -203,50 +242,36 @@ def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: i
     likelihood_cls = LIKELIHOODS[cfg.likelihood]
     discrete_levels = needs_levels(cfg.likelihood)
     if discrete_levels and cfg.levels is None:
-        from .errors import ConfigError
-
         raise ConfigError(f"likelihood '{cfg.likelihood}' needs the number of levels "
                           "(model.levels); resolve the config from its data set first")
     decoder_shape = None
     if discrete_levels:  # P numbers per data dimension: P blocks of the data's channels
         per_dim = likelihood_cls.params_per_dim(cfg.levels, cfg.likelihood_components)
         decoder_shape = (per_dim * data_shape[0], *data_shape[1:])
-    bottom = cfg.model_copy(update={"latent_dim": sizes[0]})
     enc_out = posterior_cls.param_dim(sizes[0], **flow_options)
-    encoder_shape = data_shape
+    encoder_shape = data_shape if encoder_shape is None else tuple(encoder_shape)
     # the decoder reads z_1 (or every layer, with skip_decoder) and a conditional model's y
-    decoder_latent = (sum(sizes) if cfg.skip_decoder else sizes[0]) + condition_dim
-    if condition_dim:
-        from .conditional import joined_shape
-
-        encoder_shape = joined_shape(cfg.arch, data_shape, condition_dim)
-    if decoder_latent != sizes[0] or condition_dim:
-        enc_net = NETWORKS[cfg.arch](bottom, encoder_shape, enc_out,
-                                     decoder_shape=decoder_shape)[0]
-        _, dec_net = NETWORKS[cfg.arch](
-            bottom.model_copy(update={"latent_dim": decoder_latent}), data_shape, enc_out,
-            decoder_shape=decoder_shape)
-    else:
-        enc_net, dec_net = NETWORKS[cfg.arch](bottom, data_shape, enc_out,
-                                              decoder_shape=decoder_shape)
+    decoder_in = (sum(sizes) if cfg.skip_decoder else sizes[0]) + condition_dim
+    networks = NETWORKS[cfg.arch]
+    enc_net, dec_net = networks(cfg, encoder_shape, enc_out, decoder_in=sizes[0],
+                                decoder_shape=decoder_shape)
+    if decoder_in != sizes[0] or encoder_shape != data_shape:  # (the first call's draws kept,
+        # so that a seed initialises the same weights as it always has)
+        dec_net = networks(cfg, data_shape, enc_out, decoder_in=decoder_in,
+                           decoder_shape=decoder_shape)[1]
     if INITIALIZATIONS[cfg.init] is not None:
         INITIALIZATIONS[cfg.init](enc_net)
         INITIALIZATIONS[cfg.init](dec_net)
-    if cfg.standardize and not condition_dim:
+    # an encoder network that reads x itself standardizes it (or scales integer levels to
+    # [0, 1]); one that reads x joined with y gets x already so (ConditionalVAE.join)
+    reads_x = encoder_shape == data_shape
+    if cfg.standardize and reads_x:
         enc_net = nn.Sequential(Standardize(data_shape), enc_net)
-    if discrete_levels and not condition_dim:  # (a conditional model scales x before joining y)
+    if discrete_levels and reads_x:
         enc_net = nn.Sequential(ScaleLevels(cfg.levels), enc_net)
     if len(sizes) > 1:
-        from .hierarchy import TakeBottomLayer, hierarchical_latents
-
-        if cfg.skip_decoder:
-            pass  # the decoder reads [z_1, ..., z_L] (and y) whole
-        elif condition_dim:
-            from .conditional import BottomLayerAndCondition
-
-            dec_net = nn.Sequential(BottomLayerAndCondition(sizes[0], sum(sizes)), dec_net)
-        else:
-            dec_net = nn.Sequential(TakeBottomLayer(sizes[0]), dec_net)
+        if not cfg.skip_decoder:  # p(x | z_1[, y]); with skip_decoder [z_1, ..., z_L[, y]] whole
+            dec_net = nn.Sequential(TakeBottomLayer(sizes[0], sum(sizes)), dec_net)
         encoder, prior = hierarchical_latents(cfg, enc_net, encoder_shape)
     else:
         encoder = posterior_cls(enc_net, sizes[0], **flow_options)
@@ -267,3 +292,10 @@ def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: i
 
 def num_parameters(model: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in model.parameters())
+
+
+def model_errors(model) -> str | None:
+    """The networks' rule on the model options (collected by config validation)."""
+    if model.gated and model.arch != "mlp":
+        return f"gated layers (--gated) are dense layers of --arch mlp, not '{model.arch}'"
+    return None

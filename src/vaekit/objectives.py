@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from .errors import ConfigError
+from .posteriors import POSTERIORS
 
 
 class ElboTerms(NamedTuple):
@@ -359,3 +360,26 @@ def training_loss(
                           "--gradient-estimator apply to --objective elbo only")
     return OBJECTIVES[objective](model, x, beta=beta, free_bits=free_bits,
                                  num_samples=num_samples, gradient_estimator=gradient_estimator)
+
+
+def config_errors(model, train, data) -> str | None:
+    """What is wrong with the objective's options in the config sections ``model``, ``train``,
+    ``data`` (a one-line message), or None: the objectives' rules, which config validation
+    collects (:class:`vaekit.config.RunConfig`)."""
+    if train.objective != "elbo" and (train.beta != 1.0 or train.kl_warmup_epochs > 0
+                                      or train.free_bits > 0):
+        return (f"objective '{train.objective}' optimises the IWAE bound itself; beta, "
+                "kl_warmup_epochs and free_bits apply to the ELBO only")
+    if train.objective != "elbo" and train.gradient_estimator != "reparameterization":
+        return (f"objective '{train.objective}' uses reparameterized gradients; "
+                "gradient_estimator (--gradient-estimator) applies to objective 'elbo' only")
+    if train.gradient_estimator == "score-baseline" and train.num_samples < 2:
+        return ("gradient_estimator 'score-baseline' subtracts a leave-one-out mean over "
+                "samples: use --num-samples 2 or more (num_samples in a config)")
+    posterior = model.posterior
+    if train.objective == "iwae-dreg" and not POSTERIORS[posterior].detachable:
+        valid = [n for n, cls in POSTERIORS.items() if cls.detachable]
+        return (f"objective 'iwae-dreg' evaluates q(z|x) with its parameters detached, which "
+                f"posterior '{posterior}' (learned transforms) cannot; use objective 'iwae' or "
+                f"posterior {' or '.join(valid)}")
+    return None

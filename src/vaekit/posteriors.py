@@ -153,3 +153,14 @@ POSTERIORS: dict[str, type[nn.Module]] = {
     "planar": PlanarFlowPosterior,
     "iaf": IAFPosterior,
 }
+
+
+def posterior_mean(q_z: Distribution, num_samples: int = 64) -> torch.Tensor:
+    """E_q[z]: the closed form when the distribution has one, the Rao-Blackwellised layer
+    means of a hierarchical posterior, else a Monte Carlo average."""
+    if hasattr(q_z, "conditional_means"):
+        return q_z.conditional_means(num_samples)
+    try:
+        return q_z.mean
+    except NotImplementedError:
+        return q_z.sample((num_samples,)).mean(0)

@@ -1,5 +1,7 @@
 """Numeric precision of the training step: float32, or mixed precision with bfloat16/float16
-autocast (Micikevicius et al. 2018).
+autocast (Micikevicius et al. 2018); and the precision of float32 matrix products
+(:func:`matmul_precision`, ``train.matmul_precision`` and ``vaekit evaluate
+--matmul-precision``).
 
 Under autocast the networks (matrix products) run in the low precision; the distributions are
 built from float32 outputs, so log-densities, KL terms and their sums over thousands of data
@@ -8,6 +10,9 @@ underflowing gradients; bfloat16 has float32's range and does not. Evaluation al
 float32."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -43,3 +48,22 @@ def keep_distributions_float32(model: nn.Module) -> None:
         if isinstance(net, nn.Module) and not getattr(net, "_vaekit_float32_outputs", False):
             net.register_forward_hook(_to_float32)
             net._vaekit_float32_outputs = True
+
+
+# torch.set_float32_matmul_precision's levels: "highest" computes float32 products in float32;
+# "high" may use TF32 (GPUs) or three bfloat16 products; "medium" one bfloat16 product with
+# float32 accumulation where the hardware has it (AMX on recent Xeons, tensor cores on GPUs);
+# on a CPU without it all three run the same kernels. Measured in docs/performance.md.
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+@contextlib.contextmanager
+def matmul_precision(name: str) -> Iterator[None]:
+    """Runs the block with float32 matrix products at precision ``name`` (one of
+    :data:`MATMUL_PRECISIONS`) and restores the previous setting afterwards."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(name)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)

@@ -18,6 +18,8 @@ from torch.distributions import (Categorical, Distribution, Independent, Mixture
 
 from .errors import ConfigError
 from .flows import AffineCoupling, ModuleTransform
+from .nets import MLP
+from .posteriors import POSTERIORS, _diagonal_gaussian
 
 
 class DiagonalGaussianMixture(MixtureSameFamily):
@@ -197,3 +199,55 @@ PRIORS: dict[str, type[nn.Module]] = {
     "vamp": VampPrior,
     "flow": FlowPrior,
 }
+
+
+# -- conditional priors p(z | y) ----------------------------------------------------------------
+
+class ClassGaussianPrior(nn.Module):
+    """p(z | y) = N(z; M y, diag(exp(2 S y))): one learned Gaussian per class (rows of the
+    tables ``loc [C, L]`` and ``log_scale [C, L]``; a soft y mixes their parameters). Starts as
+    N(0, I) for every class."""
+
+    def __init__(self, latent_dim: int, num_classes: int, **_: object) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(num_classes, latent_dim))
+        self.log_scale = nn.Parameter(torch.zeros(num_classes, latent_dim))
+
+    def forward(self, y: torch.Tensor) -> Distribution:
+        """``y [B, C]`` -> batch ``[B]``, event ``[L]``."""
+        loc, log_scale = y @ self.loc, (y @ self.log_scale).clamp(-15, 10)
+        return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1,
+                           validate_args=False)
+
+
+class NetworkGaussianPrior(nn.Module):
+    """p(z | y) = N(z; mu(y), diag(sigma^2(y))) with [mu, log sigma^2] an MLP of y ``[B, C]``
+    (hidden sizes ``hidden``): for conditions that are not classes (covariates)."""
+
+    def __init__(self, latent_dim: int, condition_dim: int, hidden: Sequence[int] = (64,),
+                 activation: str = "relu", **_: object) -> None:
+        super().__init__()
+        self.net = MLP((condition_dim,), (2 * latent_dim,), hidden, activation)
+
+    def forward(self, y: torch.Tensor) -> Distribution:
+        return _diagonal_gaussian(self.net(y))
+
+
+# config model.conditional_prior -> p(z | y) of a conditional model (vaekit.conditional; none: the
+# configured prior p(z), not conditioned)
+CONDITIONAL_PRIORS: dict[str, type[nn.Module] | None] = {
+    "none": None,
+    "class": ClassGaussianPrior,
+    "net": NetworkGaussianPrior,
+}
+
+
+def model_errors(model) -> str | None:
+    """The priors' rule on the model options (collected by config validation): a prior that
+    evaluates q(z|x) at arbitrary z needs a posterior that can."""
+    if (getattr(PRIORS[model.prior], "needs_posterior_density", False)
+            and not POSTERIORS[model.posterior].has_inverse):
+        valid = [n for n, cls in POSTERIORS.items() if cls.has_inverse]
+        return (f"prior '{model.prior}' evaluates q(z|x) at arbitrary z, which posterior "
+                f"'{model.posterior}' cannot (valid posteriors with it: {', '.join(valid)})")
+    return None

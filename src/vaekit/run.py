@@ -28,9 +28,18 @@ from typing import Any
 
 import torch
 
+from .batched import bound_to, model_device, rows
+from .conditional import standardize_covariates
 from .config import RunConfig, config_from_dict
+from .data import class_names_of, load_dataset, prepare_split
+from .distributed import process_group, resolve_device
 from .errors import CheckpointError, ConfigError, DataError
-from .model import VAE, build_model, posterior_mean
+from .evaluation import DEFAULT_NUM_SAMPLES, evaluate_model
+from .families import build_model
+from .model import VAE
+from .posteriors import posterior_mean
+from .precision import MATMUL_PRECISIONS
+from .precision import matmul_precision as matmul_precision_of
 from .storage import atomic_write_bytes, load_tensors, save_tensors, unflatten_state
 
 CONFIG = "config.json"
@@ -65,8 +74,6 @@ class DataInfo:
     def from_meta(cls, name: str, meta: dict[str, Any]) -> DataInfo:
         """From stored metadata; runs written before class names were stored get those of the
         registered data set they were trained on."""
-        from .data import class_names_of
-
         names = meta.get("class_names")
         data_shape = meta.get("data_shape")
         if not data_shape:
@@ -117,8 +124,8 @@ class Run:
     history: list[dict] = field(default_factory=list)  # metrics.jsonl, one record per epoch
     results: dict = field(default_factory=dict)  # results.json
     evaluation: dict = field(default_factory=dict)  # evaluation.json
-    # split -> (x, labels, covariates): prepared, with a --condition-columns run's standardized
-    # covariates (else None)
+    # split -> (x, labels, y): prepared, with what a conditional model is given (its labels, or
+    # a --condition-columns run's standardized covariates; None for a model without one)
     prepared: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -147,15 +154,16 @@ class Run:
         ``source``): the class labels ``[N]`` of a class-conditional run, the covariates of a
         ``--condition-columns`` run standardized with its training mean and std ``[N, C]``
         (:func:`vaekit.conditional.standardize_covariates`), None for an unconditional one."""
-        if not getattr(self.model, "condition_dim", None):
+        if self.model.condition_kind is None:
             return None
-        _, labels, covariates = self._prepared(name, source, data_dir)
-        return labels if self.model.num_classes is not None else covariates
+        y = self._prepared(name, source, data_dir)[2]
+        if y is None:
+            raise DataError(f"split '{name}' has no labels, and this model is conditioned on "
+                            "them (MNIST, Fashion-MNIST, digits, image folders with class "
+                            "sub-folders and CSV files with a label column have them)")
+        return y
 
     def _prepared(self, name: str, source: str | None, data_dir: str | None):
-        from .conditional import standardize_covariates
-        from .data import load_dataset, prepare_split
-
         own = source is None and data_dir is None
         if own and name in self.prepared:
             return self.prepared[name]
@@ -170,20 +178,20 @@ class Run:
         x = prepare_split(x, name, dc.binarize, dc.split_seed, self.config.model.levels,
                           dataset.levels)
         self.model.decoder.check_support(x)
-        covariates = None
+        y = labels  # what a conditional model is given: its labels, or its covariates
         if dc.condition_columns:
-            covariates = standardize_covariates(dataset.conditions[name], dc.condition_mean,
-                                                dc.condition_std)
+            y = standardize_covariates(dataset.conditions[name], dc.condition_mean,
+                                       dc.condition_std)
         if own:
-            self.prepared[name] = (x, labels, covariates)
-        return x, labels, covariates
+            self.prepared[name] = (x, labels, y)
+        return x, labels, y
 
     # -- what a run can do -----------------------------------------------------------------
     def evaluate(self, *, split: str = "test", source: str | None = None,
                  data_dir: str | None = None, num_samples: int | None = None,
                  num_examples: int | None = None, spread: bool = False, batch_size: int = 1000,
                  seed: int = 0, progress: bool = False, distributed: bool = False,
-                 save: bool | None = None) -> dict:
+                 save: bool | None = None, matmul_precision: str = "highest") -> dict:
         """ELBO and its terms, the importance-sampled log p(x) with K = ``num_samples`` and the
         latent diagnostics (:func:`vaekit.evaluation.evaluate_model`) on a split of the run's
         data (or of ``source``), only ``num_examples`` of it when given: the first ones, or with
@@ -191,9 +199,8 @@ class Run:
         subset that samples every part of a split whose order is not random, like MNIST's test
         set, whose first half is the cleaner). The result says which (``examples``). ``save``
         (default: when it is the run's own test set) keeps the result as ``evaluation.json`` so
-        the report shows it."""
-        from .evaluation import DEFAULT_NUM_SAMPLES, evaluate_model
-
+        the report shows it. ``matmul_precision``: of float32 matrix products
+        (:func:`vaekit.precision.matmul_precision`; the result records it)."""
         num_samples = DEFAULT_NUM_SAMPLES if num_samples is None else num_samples
         if num_samples < 0:
             raise ConfigError("--num-samples must be 0 (skip log p(x)) or a positive K")
@@ -213,19 +220,18 @@ class Run:
                 index = torch.arange(num_examples)
                 examples = f"first {num_examples} of {len(x)}"
             x, y = x[index], (y[index] if y is not None else None)
-        if getattr(self.model, "condition_dim", None):  # conditional: given the labels or covariates
-            from .conditional import evaluate_run_model
-
-            result = {"split": split, **evaluate_run_model(
-                self.model, x, y, num_samples=num_samples, batch_size=batch_size,
-                is_image=self.data.is_image, seed=seed)}
-            if self.config.data.condition_columns:
-                result["condition_columns"] = list(self.config.data.condition_columns)
-        else:
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ConfigError(f"unknown matmul precision '{matmul_precision}' (valid: "
+                              f"{', '.join(MATMUL_PRECISIONS)})")
+        with matmul_precision_of(matmul_precision):
             result = {"split": split, **evaluate_model(
-                self.model, x, num_samples=num_samples, batch_size=batch_size,
+                self.model, x, y, num_samples=num_samples, batch_size=batch_size,
                 is_image=self.data.is_image, seed=seed, progress=progress,
                 distributed=distributed)}
+        if matmul_precision != "highest":
+            result["matmul_precision"] = matmul_precision
+        if self.config.data.condition_columns:
+            result["condition_columns"] = list(self.config.data.condition_columns)
         result["examples"] = examples
         own_test_set = source is None and split == "test"  # (a --data-dir of its own data set too)
         if own_test_set if save is None else save:
@@ -251,12 +257,9 @@ class Run:
             x, labels = x[:num], (labels[:num] if labels is not None else None)
             y = y[:num] if y is not None else None
         means, draws = [], []
-        conditional = bool(getattr(self.model, "condition_dim", None))  # codes of q(z | x, y)
-        if conditional and y is None:
-            raise DataError("a conditional model encodes x with its label; this split has none")
         for start in range(0, len(x), batch_size):
-            given = (y[start : start + batch_size],) if conditional else ()
-            q_z = self.model.encode(x[start : start + batch_size], *given)
+            bound = bound_to(self.model, rows(y, start, start + batch_size))  # q(z | x[, y])
+            q_z = bound.encoder(x[start : start + batch_size].to(model_device(self.model)))
             means.append(posterior_mean(q_z)[..., where])
             if num_samples:
                 draws.append(q_z.sample((num_samples,)).transpose(0, 1)[..., where])
@@ -281,7 +284,7 @@ class Run:
 
 def save_weights(path: Path, model: VAE, config: RunConfig, data: DataInfo) -> None:
     """Writes the model's parameters with the resolved config and data description."""
-    from . import __version__
+    from .version import __version__
 
     meta = {"config": config.model_dump(mode="json"), **data.to_meta(),
             "versions": {"vaekit": __version__, "torch": torch.__version__}}
@@ -330,9 +333,6 @@ def evaluate(run: Run | str | Path, *, device: str = "auto", **options) -> dict:
     when available, as in training). Under torchrun the batches are spread over the workers, each on
     the device of its rank (every rank gets the result; rank 0 alone writes
     ``evaluation.json``)."""
-    from .distributed import process_group
-    from .training.step import resolve_device
-
     with process_group(device) as group:
         if not isinstance(run, Run):
             run = load(run, device=group.device or resolve_device(device))

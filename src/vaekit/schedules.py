@@ -94,3 +94,12 @@ def step_scheduler(scheduler, val_elbo: float) -> None:
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
+
+
+def kl_weight(beta: float, warmup_steps: float, step: int) -> float:
+    """The KL term's weight at optimizer step ``step`` (0-based) of a KL warm-up: rising
+    linearly from beta / warmup_steps to ``beta`` over ``warmup_steps`` steps, then ``beta``
+    (no warm-up when ``warmup_steps`` is 0)."""
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, (step + 1) / warmup_steps)

@@ -19,10 +19,12 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
+from .batched import batch_seed, seeded
 from .conditional import ConditionalVAE
 from .distributed import all_reduce_sum, rank_and_world_size
 from .errors import ConfigError
-from .nets import MLP, Standardize
+from .likelihoods import needs_levels
+from .nets import MLP, ScaleLevels, Standardize
 from .objectives import ElboTerms, elbo_samples
 
 UNLABELLED = -1  # the label of an unlabelled example in a training batch
@@ -32,9 +34,6 @@ def classifier_net(cfg, data_shape) -> nn.Module:
     """x -> logits of q(y|x): an MLP with the model's hidden sizes (standardized input for
     real-valued data; integer levels of a discrete likelihood scaled to [0, 1] as the encoder
     sees them)."""
-    from .likelihoods import needs_levels
-    from .nets import ScaleLevels
-
     net = MLP(tuple(data_shape), (cfg.num_classes,), tuple(cfg.hidden), cfg.activation)
     if needs_levels(cfg.likelihood):
         return nn.Sequential(ScaleLevels(cfg.levels), net)
@@ -43,11 +42,63 @@ def classifier_net(cfg, data_shape) -> nn.Module:
 
 class SemiSupervisedVAE(ConditionalVAE):
     """M2: a :class:`~vaekit.conditional.ConditionalVAE` with the classifier q(y|x) (a network
-    of x returning ``Categorical(logits)``, batch ``[B]``)."""
+    of x returning ``Categorical(logits)``, batch ``[B]``): the family ``semi-supervised``."""
 
     def __init__(self, *args, classifier: nn.Module, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.classifier = classifier
+
+    # -- the family seam (see vaekit.model.VAE) ----------------------------------------------
+    @staticmethod
+    def condition_kind_of(cfg, data) -> str:
+        return "partial-labels"  # labels of the labelled subset, UNLABELLED for the rest
+
+    @classmethod
+    def from_config(cls, cfg, data_shape, **extra) -> SemiSupervisedVAE:
+        return super().from_config(cfg, data_shape, classifier=classifier_net(cfg, data_shape),
+                                   **extra)
+
+    @staticmethod
+    def config_errors(model, train, data) -> str | None:
+        """M2's rules (collected by config validation)."""
+        if data.condition_columns is not None or model.condition_dim is not None:
+            return ("--condition-columns conditions on covariates, --semi-supervised classifies "
+                    "class labels: use one or the other")
+        if train.labels_per_class is None:
+            return ("a semi-supervised model (--semi-supervised) needs --labels-per-class N "
+                    "(train.labels_per_class)")
+        if (train.objective != "elbo" or train.gradient_estimator != "reparameterization"
+                or train.beta != 1.0 or train.free_bits > 0 or train.kl_warmup_epochs > 0):
+            return ("a semi-supervised model trains the M2 bound (ELBO terms summed over the "
+                    "classes): objective elbo, reparameterized, without beta, KL warm-up or "
+                    "free bits")
+        if model.conditional_prior != "none" and model.prior != "normal":
+            return (f"conditional_prior '{model.conditional_prior}' replaces the prior p(z) by "
+                    f"p(z|y); it cannot be combined with prior '{model.prior}'")
+        return None
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
+                      objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0,
+                      num_samples: int = 1, gradient_estimator: str = "reparameterization",
+                      classification_weight: float = 0.0) -> tuple[torch.Tensor, ElboTerms]:
+        """:func:`semi_supervised_loss` of a batch whose unlabelled examples have y = -1. M2
+        trains its own bound: the options of the other objectives are refused, not ignored."""
+        if (objective != "elbo" or beta != 1.0 or free_bits > 0
+                or gradient_estimator != "reparameterization"):
+            raise ConfigError("a semi-supervised model trains the M2 bound: objective elbo, "
+                              "reparameterized gradients, beta 1, no free bits")
+        return semi_supervised_loss(self, x, y=y, classification_weight=classification_weight,
+                                    num_samples=num_samples)
+
+    def evaluation_extras(self, result: dict, x: torch.Tensor, y: torch.Tensor | None, *,
+                          batch_size: int, seed: int) -> dict:
+        """The common result's bounds are given the true label (``*_given_label``); M2 adds the
+        unlabelled bound U(x) on log p(x) (``elbo``, ``reconstruction``, ``kl``), the labelled
+        bound and the classification error (:func:`evaluate_semi_supervised`)."""
+        result = super().evaluation_extras(result, x, y, batch_size=batch_size, seed=seed)
+        given = {f"{k}_given_label": result.pop(k) for k in ("elbo", "reconstruction", "kl")}
+        return {**result, **given,
+                **evaluate_semi_supervised(self, x, y.long(), batch_size=batch_size, seed=seed)}
 
     def classify_distribution(self, x: torch.Tensor) -> Categorical:
         """q(y | x), batch ``[B]``."""
@@ -89,7 +140,7 @@ def unlabelled_bound(model: SemiSupervisedVAE, x: torch.Tensor, num_samples: int
 
 
 def semi_supervised_loss(model: SemiSupervisedVAE, x: torch.Tensor, *, y: torch.Tensor,
-                         classification_weight: float, num_samples: int = 1, **_: object
+                         classification_weight: float, num_samples: int = 1
                          ) -> tuple[torch.Tensor, ElboTerms]:
     """loss = -[mean_u U(x) + mean_l L(x, y)] + alpha mean_l -log q(y|x) over a batch whose
     unlabelled examples have ``y = -1``: the M2 objective J^alpha per example, the labelled and
@@ -153,8 +204,6 @@ def evaluate_semi_supervised(model: SemiSupervisedVAE, x: torch.Tensor, labels: 
     """The unlabelled bound U(x) on log p(x) (``elbo``), the labelled bound L(x, y) on
     log p(x, y) with the true labels (``elbo_labelled``) and the classification error of
     argmax_y q(y|x) (``classification_error``, a fraction), means over ``x [N, ...]``."""
-    from .evaluation import batch_seed, seeded
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -174,31 +223,3 @@ def evaluate_semi_supervised(model: SemiSupervisedVAE, x: torch.Tensor, labels: 
     return {"elbo": float(sums[0] / n), "reconstruction": float(sums[1] / n),
             "kl": float(sums[2] / n), "elbo_labelled": float(sums[3] / n),
             "classification_error": float(sums[4] / n), "num_examples": len(x)}
-
-
-def classify_split(run, split: str = "test", source=None, data_dir=None, out=None
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``vaekit classify``: argmax_y q(y|x) for a split (saved to ``out``: ``.npy`` int64 or
-    ``.csv`` with a header ``index,label``). Returns the predictions and the split's labels."""
-    from pathlib import Path
-
-    model = run.model
-    if not hasattr(model, "classifier"):
-        raise ConfigError("vaekit classify needs a semi-supervised run (trained with "
-                          "--semi-supervised); this run has no classifier q(y|x)")
-    if out is not None and Path(out).suffix not in (".npy", ".csv"):
-        raise ConfigError(f"--out {out}: use a .npy or .csv file")
-    x, labels = run.split(split, source, data_dir)
-    predicted = model.classify(x)
-    if out is not None:
-        from .storage import atomic_write_bytes, save_arrays
-
-        if Path(out).suffix == ".npy":
-            save_arrays(out, {"labels": predicted.numpy()})
-        else:
-            names = list(run.data.class_names or [])
-            rows = ["index,label" + (",class" if names else "")]
-            rows += [f"{i},{int(c)}" + (f",{names[int(c)]}" if names else "")
-                     for i, c in enumerate(predicted)]
-            atomic_write_bytes(out, ("\n".join(rows) + "\n").encode())
-    return predicted, labels

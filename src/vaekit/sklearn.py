@@ -2,8 +2,10 @@
 
 It is a thin layer: the constructor's arguments become a :class:`~vaekit.config.RunConfig`,
 ``fit`` trains with :class:`vaekit.training.Trainer` (the same loop and speed as
-``vaekit train``), ``score_samples`` is :func:`vaekit.evaluation.log_likelihood`, and ``save``
-writes a run directory that :func:`vaekit.load` and ``vaekit evaluate`` read (no pickles).
+``vaekit train``), ``score_samples`` is the importance-sampled log p(x) of
+:func:`vaekit.evaluation.log_likelihood` with one set of draws shared by all rows, so that each
+row's score depends on that row alone (:mod:`vaekit.sklearn_scores`), and ``save`` writes a run
+directory that :func:`vaekit.load` and ``vaekit evaluate`` read (no pickles).
 
 Tables come as they are: a pandas DataFrame with numeric, boolean, categorical and missing
 values is modelled by the table likelihood (:mod:`vaekit.tables`), whose log-likelihood counts
@@ -20,39 +22,31 @@ Quick use::
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
-from .config import RunConfig, config_from_dict, merge, save_config
+from .batched import map_batches, seeded
+from .config import RunConfig, config_from_dict
 from .data.dataset import Dataset
-from .data.tabular import TableSchema
 from .errors import VaekitError
-from .evaluation import log_likelihood, map_batches, seeded
-from .model import build_model, posterior_mean
+from .families import build_model
 from .objectives import weight_terms
+from .posteriors import posterior_mean
+from .sklearn_frames import fill_missing, validated_rows
+from .sklearn_runs import ESTIMATOR_FILE, load_estimator, save_estimator  # noqa: F401
+from .sklearn_scores import row_log_likelihood
 from .tables import TableDistribution
 
-ESTIMATOR_FILE = "estimator.json"  # the estimator's parameters and table schema in a run directory
 MAX_SEED = 2**31 - 1
 
-# Checks of sklearn.utils.estimator_checks.check_estimator that are expected to fail, and why
-# (pass it as check_estimator(..., expected_failed_checks=EXPECTED_FAILED_CHECKS)).
-EXPECTED_FAILED_CHECKS = {
-    "check_methods_subset_invariance": (
-        "score_samples is an importance-sampled Monte Carlo estimate of log p(x): its draws are "
-        "fixed by random_state for a given X, but a row's draws depend on the rows scored with "
-        "it (transform, the posterior mean, is invariant)"),
-    "check_methods_sample_order_invariance": (
-        "score_samples: the same Monte Carlo draws are assigned to rows in order, so permuting "
-        "the rows changes each row's estimate within its standard error"),
-}
+# Checks of sklearn.utils.estimator_checks.check_estimator expected to fail: none (kept for code
+# that passes it as check_estimator(..., expected_failed_checks=EXPECTED_FAILED_CHECKS))
+EXPECTED_FAILED_CHECKS: dict[str, str] = {}
 
 
 class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -147,37 +141,6 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         return config
 
     # -- data ------------------------------------------------------------------------------
-    def _rows(self, X, *, reset: bool) -> torch.Tensor:
-        """X (DataFrame or 2-D array) -> float32 rows ``[N, D]`` (NaN: missing), checking the
-        number and names of features as scikit-learn does."""
-        frame = _is_frame(X)
-        if frame:
-            validate_data(self, X, skip_check_array=True, reset=reset)
-            if len(X) == 0:
-                raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a "
-                                 "minimum of 1 is required.")
-            table = X
-        else:
-            table = validate_data(self, X, reset=reset, dtype=np.float64,
-                                  ensure_all_finite="allow-nan" if self._is_table else True)
-        try:
-            if reset:
-                schema = TableSchema.infer(table, self.column_types)
-                if not self._is_table and not schema.is_numeric:
-                    raise ValueError(f"likelihood '{self.likelihood}' models numeric arrays; "
-                                     "use likelihood='auto' for typed columns")
-                self.schema_ = schema
-            if self.schema_.is_numeric and not frame:
-                rows = np.asarray(table, dtype=np.float32)
-                if np.isinf(rows).any():
-                    raise ValueError("Input X contains infinity or a value too large for "
-                                     "float32.")
-            else:
-                rows = self.schema_.encode(table)
-        except VaekitError as err:
-            raise ValueError(str(err)) from None
-        return torch.from_numpy(np.ascontiguousarray(rows))
-
     def _dataset(self, rows: torch.Tensor) -> Dataset:
         from .data.arrays import _infer_value_kind
 
@@ -192,7 +155,7 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         from .training.step import resolve_device
 
         self._config()  # parameters checked before any work
-        rows = self._rows(X, reset=True)
+        rows = validated_rows(self, X, reset=True)
         seed = int(check_random_state(self.random_state).randint(MAX_SEED))
         columns = self.schema_.column_specs if self._is_table else None
         config = self._config(columns=columns, num_rows=len(rows), seed=seed)
@@ -226,7 +189,7 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def transform(self, X):
         """The posterior means E_q[z|x] of the rows of X: ``[N, latent_dim]`` float64."""
         check_is_fitted(self)
-        rows = self._rows(X, reset=False)
+        rows = validated_rows(self, X, reset=False)
         means = map_batches(lambda x: posterior_mean(self.model_.encode(x)), rows,
                             batch_size=1000, seed=self.seed_, device=self._device())
         return means.double().numpy()
@@ -258,13 +221,17 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     def score_samples(self, X, num_samples: int | None = None):
         """log p(x) of each row, importance-sampled with K = ``num_samples`` (default
         ``score_num_samples``) draws from q(z|x) (Burda et al. 2016); for a row with missing
-        entries, log p(x_obs). ``-score_samples(X)`` is the anomaly score. ``[N]`` float64."""
+        entries, log p(x_obs). ``-score_samples(X)`` is the anomaly score. ``[N]`` float64.
+
+        The K draws come from one set of standard normal noise shared by all rows (fixed by
+        ``random_state``), so a row scores the same alone, in any batch and in any order
+        (:func:`vaekit.sklearn_scores.row_log_likelihood`)."""
         check_is_fitted(self)
-        rows = self._rows(X, reset=False)
+        rows = validated_rows(self, X, reset=False)
         num_samples = self.score_num_samples if num_samples is None else num_samples
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-        return log_likelihood(self.model_, rows, int(num_samples), seed=self.seed_).numpy()
+        return row_log_likelihood(self.model_, rows, int(num_samples), self.seed_).numpy()
 
     def score(self, X, y=None):
         """The mean log p(x) over the rows of X (:meth:`score_samples`), in nats per row."""
@@ -276,7 +243,7 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         categories as the Brier score. The usual autoencoder anomaly score, for comparison
         with -score_samples. ``[N]`` float64."""
         check_is_fitted(self)
-        rows = self._rows(X, reset=False)
+        rows = validated_rows(self, X, reset=False)
 
         def error(x):
             p_x = self.model_.decode(posterior_mean(self.model_.encode(x)))
@@ -317,7 +284,7 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         for name, value in (("num_samples", num_samples), ("num_imputations", num_imputations)):
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        rows = self._rows(X, reset=False)
+        rows = validated_rows(self, X, reset=False)
         count = 1 if num_imputations is None else int(num_imputations)
 
         def fill(x):  # [B, D] -> [M, B, D]
@@ -336,82 +303,21 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
         filled = map_batches(fill, rows, batch_size=max(1, 20_000 // int(num_samples)),
                              seed=self.seed_, device=self._device())  # [N, M, D]
-        tables = [self._fill_missing(X, rows, filled[:, m]) for m in range(count)]
+        tables = [fill_missing(X, rows, filled[:, m], self.schema_) for m in range(count)]
         return tables[0] if num_imputations is None else tables
-
-    def _fill_missing(self, X, rows: torch.Tensor, filled: torch.Tensor):
-        missing = torch.isnan(rows).numpy()
-        decoded = self.schema_.decode(filled.double().numpy())
-        if _is_frame(X):
-            out = X.copy()
-            for j, name in enumerate(X.columns):
-                if missing[:, j].any():
-                    column = decoded.iloc[:, j] if _is_frame(decoded) else decoded[:, j]
-                    values = np.asarray(column)[missing[:, j]]
-                    if out[name].dtype.kind in "biu":
-                        out[name] = out[name].astype(float)
-                    out.loc[missing[:, j], name] = values
-            return out
-        out = np.array(X, dtype=np.float64, copy=True)
-        decoded = np.asarray(decoded, dtype=np.float64)
-        out[missing] = decoded[missing]
-        return out
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path) -> Path:
         """Writes a vaekit run directory (config, safetensors weights, the estimator's
         parameters and table schema as JSON; nothing pickled) that :func:`vaekit.load` and
         :meth:`load` read. Returns the directory."""
-        from .run import CONFIG, METRICS, WEIGHTS, DataInfo, save_weights, write_json
-
         check_is_fitted(self)
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        value_kind = "real" if self._is_table else "unit"
-        config, schema = self.config_, self.schema_
-        if schema.frame and self._is_table and not any(set(",=") & set(n) for n in schema.names):
-            # every column's type, so `vaekit evaluate RUN --data table.csv` reads a CSV of
-            # the same columns as this table
-            types = ",".join(f"{n}={k}" for n, k in zip(schema.names, schema.kinds))
-            config = merge(config, {"data": {"column_types": types}})
-        save_config(config, path / CONFIG)
-        save_weights(path / WEIGHTS, self.model_, config,
-                     DataInfo("sklearn", self.model_.data_shape, value_kind, False, None,
-                              tuple(schema.names) if schema.frame else None))
-        params = self.get_params()
-        params["hidden"] = list(self.config_.model.hidden)
-        write_json(path / ESTIMATOR_FILE, {
-            "params": params, "schema": self.schema_.to_json(), "seed": self.seed_,
-            "n_features_in": self.n_features_in_,
-            "feature_names_in": (list(map(str, self.feature_names_in_))
-                                 if hasattr(self, "feature_names_in_") else None)})
-        (path / METRICS).write_text("".join(
-            json.dumps({"epoch": i + 1, **h}) + "\n" for i, h in enumerate(self.history_)))
-        return path
+        return save_estimator(self, path)
 
     @classmethod
     def load(cls, path, device: str = "cpu") -> VariationalAutoencoder:
         """The estimator saved in ``path`` by :meth:`save`, fitted, on ``device``."""
-        from .run import load as load_run
-
-        path = Path(path)
-        try:
-            stored = json.loads((path / ESTIMATOR_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a directory written by VariationalAutoencoder.save "
-                             f"({err})") from None
-        run = load_run(path, device=device)
-        params = dict(stored["params"])
-        params["hidden"] = tuple(params["hidden"])
-        estimator = cls(**params)
-        estimator.model_, estimator.config_ = run.model, run.config
-        estimator.schema_ = TableSchema.from_json(stored["schema"])
-        estimator.seed_ = int(stored["seed"])
-        estimator.history_ = run.history
-        estimator.n_features_in_ = int(stored["n_features_in"])
-        if stored.get("feature_names_in") is not None:
-            estimator.feature_names_in_ = np.asarray(stored["feature_names_in"], dtype=object)
-        return estimator
+        return load_estimator(cls, path, device)
 
     # -- scikit-learn protocol -------------------------------------------------------------
     def __getstate__(self):
@@ -439,14 +345,6 @@ class VariationalAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
 def _data_shape(state: dict) -> tuple[int, ...]:
     return (len(state["schema_"].names),)
-
-
-def _is_frame(X) -> bool:
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        return False
-    return isinstance(X, pd.DataFrame)
 
 
 __all__ = ["EXPECTED_FAILED_CHECKS", "VariationalAutoencoder"]

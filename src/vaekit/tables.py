@@ -22,13 +22,13 @@ log p(x|z) = sum over the *observed* entries j of log p(x_j|z): a missing entry 
 nothing, so the ELBO and the importance-sampled log-likelihood are those of the observed
 sub-vector x_obs (Nazabal et al. 2020, HI-VAE; Mattei & Frellsen 2019, MIWAE). The encoder sees
 standardized numeric values, one-hot categories and one missing-indicator per column, with
-missing entries set to 0."""
+missing entries set to 0 (:mod:`vaekit.table_encoding`; the column types and their layout are
+:mod:`vaekit.table_columns`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,83 +36,13 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .errors import ConfigError, DataError
-from .nets import MLP
+from .posteriors import posterior_mean
+from .table_columns import (COLUMN_TYPES, Column, _ColumnScaling,  # noqa: F401 (re-exported)
+                            _Layout, _observed, parse_columns)
+from .table_encoding import (EncodingAndCondition, TableEncoding,  # noqa: F401 (re-exported)
+                             table_mlp_networks)
 
-COLUMN_TYPES = ("numeric", "binary", "count", "categorical")
 LOG_RATE_MAX = 40.0  # exp(40) ~ 2e17: a Poisson rate beyond any count, and no overflow
-
-
-@dataclass(frozen=True)
-class Column:
-    """One column's type; ``num_categories`` K for a categorical column."""
-
-    kind: str
-    num_categories: int = 0
-
-    @property
-    def num_params(self) -> int:
-        """How many decoder outputs parameterise the column's distribution."""
-        return self.num_categories if self.kind == "categorical" else 1
-
-    @property
-    def encoding_dim(self) -> int:
-        """How many encoder inputs the column's value takes (plus its missing indicator)."""
-        return self.num_categories if self.kind == "categorical" else 1
-
-    def __str__(self) -> str:
-        return f"categorical:{self.num_categories}" if self.kind == "categorical" else self.kind
-
-    @classmethod
-    def parse(cls, text: str) -> Column:
-        """``numeric``, ``binary``, ``count`` or ``categorical:K`` (K >= 2)."""
-        kind, _, count = text.partition(":")
-        if kind not in COLUMN_TYPES:
-            raise ValueError(f"unknown column type '{text}' (valid: numeric, binary, count, "
-                             "categorical:K)")
-        if kind == "categorical":
-            if not count.isdigit() or int(count) < 1:
-                raise ValueError(f"column type '{text}': write categorical:K with K the number "
-                                 "of categories, e.g. categorical:3")
-            return cls(kind, int(count))
-        if count:
-            raise ValueError(f"column type '{text}': only categorical takes ':K'")
-        return cls(kind)
-
-
-def parse_columns(specs: Sequence[str]) -> tuple[Column, ...]:
-    return tuple(Column.parse(s) for s in specs)
-
-
-def _index(positions: list[int]) -> slice | torch.Tensor:
-    """A slice when the positions are consecutive (a view, no gather: a table of one type, or
-    images as tables), else an index tensor."""
-    if positions and positions == list(range(positions[0], positions[0] + len(positions))):
-        return slice(positions[0], positions[0] + len(positions))
-    return torch.tensor(positions, dtype=torch.long)
-
-
-class _Layout:
-    """Indices (slices or tensors) of the columns of each type and of their decoder outputs."""
-
-    def __init__(self, columns: Sequence[Column]) -> None:
-        self.columns = tuple(columns)
-        offsets = [0]
-        for c in self.columns:
-            offsets.append(offsets[-1] + c.num_params)
-        self.num_params = offsets[-1]
-        self.by_kind = {}
-        for kind in ("numeric", "binary", "count"):
-            cols = [j for j, c in enumerate(self.columns) if c.kind == kind]
-            self.by_kind[kind] = (_index(cols), _index([offsets[j] for j in cols]), len(cols))
-        # (column, first logit, K) of each categorical column
-        self.categorical = [(j, offsets[j], c.num_categories)
-                            for j, c in enumerate(self.columns) if c.kind == "categorical"]
-
-
-def _observed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The observed-entry mask and x with missing entries (NaN) replaced by 0."""
-    observed = ~torch.isnan(x)
-    return observed, torch.where(observed, x, torch.zeros_like(x))
 
 
 class TableDistribution(Distribution):
@@ -249,57 +179,6 @@ class TableDistribution(Distribution):
         return torch.where(observed, out, torch.zeros_like(out)).sum(-1)
 
 
-class _ColumnScaling(nn.Module):
-    """Buffers ``loc``, ``scale`` ``[D]``: the observed mean and standard deviation of each
-    numeric and count column of the training data (0 and 1 for the other columns)."""
-
-    def __init__(self, columns: Sequence[Column]) -> None:
-        super().__init__()
-        self.columns = tuple(columns)
-        self.register_buffer("loc", torch.zeros(len(self.columns)))
-        self.register_buffer("scale", torch.ones(len(self.columns)))
-
-    @torch.no_grad()
-    def fit_scaling(self, x: torch.Tensor) -> None:
-        """Sets ``loc``/``scale`` from the training rows ``x [N, D]`` (observed entries only; a
-        column with fewer than two observed values or no spread keeps scale 1)."""
-        observed, filled = _observed(x.double())
-        count = observed.sum(0)
-        mean = filled.sum(0) / count.clamp_min(1)
-        var = (torch.where(observed, filled - mean, torch.zeros_like(filled)) ** 2).sum(0) \
-            / (count - 1).clamp_min(1)
-        std = var.sqrt()
-        scaled = torch.tensor([c.kind in ("numeric", "count") for c in self.columns],
-                              device=x.device)
-        self.loc.copy_(torch.where(scaled, mean, torch.zeros_like(mean)).float())
-        self.scale.copy_(torch.where(scaled & (count > 1) & (std > 1e-6), std,
-                                     torch.ones_like(std)).float())
-
-
-class TableEncoding(_ColumnScaling):
-    """x ``[..., D]`` -> the encoder network's input ``[..., E]``: standardized numeric and
-    count values, binary values, one-hot categories (missing entries 0), then one missing
-    indicator per column."""
-
-    def __init__(self, columns: Sequence[Column]) -> None:
-        super().__init__(columns)
-        self.layout = _Layout(columns)
-        self.encoding_dim = sum(c.encoding_dim for c in self.columns) + len(self.columns)
-        self.scalar_columns = _index([j for j, c in enumerate(self.columns)
-                                      if c.kind != "categorical"])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        observed, filled = _observed(x)
-        values = torch.where(observed, (filled - self.loc) / self.scale, torch.zeros_like(x))
-        scalar = self.scalar_columns
-        parts = [values[..., scalar.to(x.device) if isinstance(scalar, torch.Tensor) else scalar]]
-        for j, _, k in self.layout.categorical:
-            code = filled[..., j].long().clamp(0, k - 1)
-            parts.append(F.one_hot(code, k).to(x.dtype) * observed[..., j : j + 1])
-        parts.append((~observed).to(x.dtype))
-        return torch.cat(parts, -1)
-
-
 class TableLikelihood(_ColumnScaling):
     """p(x|z) = prod_{j observed} p(x_j|z) over the columns of a table (see the module
     docstring); the network maps ``z [..., L]`` to the columns' parameters ``[..., P]``.
@@ -351,36 +230,6 @@ class TableLikelihood(_ColumnScaling):
             raise DataError(f"column {j + 1} ({c}) holds a value that is not {need}")
 
 
-class EncodingAndCondition(nn.Module):
-    """[x, y] ``[..., D + C]`` -> [encoding(x), y]: what the encoder MLP of a conditional model
-    reads for a table, the row's :class:`TableEncoding` followed by the C condition values."""
-
-    def __init__(self, encoding: TableEncoding) -> None:
-        super().__init__()
-        self.encoding = encoding
-
-    def forward(self, xy: torch.Tensor) -> torch.Tensor:
-        num_columns = len(self.encoding.columns)
-        return torch.cat([self.encoding(xy[..., :num_columns]), xy[..., num_columns:]], -1)
-
-
-def table_mlp_networks(cfg, data_shape: tuple[int, ...], enc_out: int):
-    """The MLP family for a table: encoder ``TableEncoding -> MLP -> enc_out``, decoder
-    ``MLP: z -> the columns' parameters`` (``cfg.hidden`` mirrored). ``data_shape`` is (D,), or
-    (D + C,) for the encoder of a conditional model, which reads [x, y]
-    (:class:`EncodingAndCondition`)."""
-    columns = parse_columns(cfg.columns)
-    encoding = TableEncoding(columns)
-    condition_dim = data_shape[0] - len(columns)
-    hidden = list(cfg.hidden)
-    enc = nn.Sequential(EncodingAndCondition(encoding) if condition_dim else encoding,
-                        MLP((encoding.encoding_dim + condition_dim,), (enc_out,), hidden,
-                            cfg.activation, gated=cfg.gated))
-    dec = MLP((cfg.latent_dim,), (_Layout(columns).num_params,), hidden[::-1], cfg.activation,
-              gated=cfg.gated)
-    return enc, dec
-
-
 @torch.no_grad()
 def column_reconstruction(model, x: torch.Tensor, batch_size: int = 1000,
                           y: torch.Tensor | None = None) -> list[dict]:
@@ -390,8 +239,6 @@ def column_reconstruction(model, x: torch.Tensor, batch_size: int = 1000,
     no better than predicting the mean), the error rate of the most probable value for binary
     and categorical ones. One dict per column: kind, observed, log_prob, metric, error. A
     conditional model is given the condition ``y`` of each row (labels or covariates)."""
-    from .model import posterior_mean
-
     device = next(model.parameters()).device
     columns = model.decoder.columns
     log_prob = torch.zeros(len(columns), dtype=torch.float64)
@@ -424,3 +271,23 @@ def column_reconstruction(model, x: torch.Tensor, batch_size: int = 1000,
                     "log_prob": float(log_prob[j] / n[j]),
                     "metric": "RMSE / std" if scalar else "error rate", "error": value})
     return out
+
+
+def model_errors(model) -> str | None:
+    """A table's rules on the model options (collected by config validation)."""
+    if model.columns is None and model.likelihood == "table":
+        return "likelihood 'table' needs the column types (model.columns, --column-types)"
+    if model.columns is None:
+        return None
+    if model.likelihood not in ("auto", "table"):
+        return (f"a table with column types is modelled by likelihood 'table', not "
+                f"'{model.likelihood}'")
+    if model.arch != "mlp":
+        return f"tables use --arch mlp, not '{model.arch}'"
+    if model.standardize:
+        return ("a table standardizes its numeric columns inside the model; drop standardize "
+                "(--standardize)")
+    if model.prior == "vamp":
+        return ("prior 'vamp' learns pseudo-inputs in data space, which a table's categories "
+                "are not; use another prior")
+    return None

@@ -16,7 +16,9 @@ import torch
 
 
 class TensorBatches:
-    """Iterates ``x[idx]`` (and ``labels[idx]``) over shuffled index slices."""
+    """Iterates ``x[idx]`` over shuffled index slices, and with ``y`` (the condition of a
+    conditional model: labels ``[N]`` or covariates ``[N, C]``) the pairs ``(x[idx], y[idx])``
+    (:meth:`pairs`): the condition travels with its examples."""
 
     def __init__(
         self,
@@ -28,8 +30,12 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        y: torch.Tensor | None = None,
     ) -> None:
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"y has {len(y)} rows for {len(x)} examples")
         self.x = x
+        self.y = y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -64,9 +70,17 @@ class TensorBatches:
                 ) -> Iterator[torch.Tensor]:
         """Batches ``start_batch`` (for resuming) up to ``stop_batch`` (default: the last) of
         ``epoch``."""
+        for x, _ in self.pairs(epoch, start_batch, stop_batch):
+            yield x
+
+    def pairs(self, epoch: int, start_batch: int = 0, stop_batch: int | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """As :meth:`iterate`, each batch with its rows of ``y`` (None without a y)."""
         idx = self.indices(epoch)
         for b in range(start_batch, len(self) if stop_batch is None else stop_batch):
-            yield self.x.index_select(0, idx[b * self.batch_size : (b + 1) * self.batch_size])
+            rows = idx[b * self.batch_size : (b + 1) * self.batch_size]
+            yield (self.x.index_select(0, rows),
+                   None if self.y is None else self.y.index_select(0, rows.to(self.y.device)))
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self.iterate(self.epoch)

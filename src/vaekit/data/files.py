@@ -18,6 +18,7 @@ import torch
 from ..errors import DataError
 from .arrays import dataset_from_arrays
 from .dataset import Dataset
+from .tabular import LABEL_COLUMNS, take_condition_columns
 
 
 # what np.load raises on damaged files: numpy parses the .npy header with ast.literal_eval
@@ -101,9 +102,6 @@ def with_train_scale(dataset: Dataset, scale: np.ndarray, name: str, *, has_spli
     return replace(dataset, train_scale=torch.from_numpy(scale.astype(np.float32)))
 
 
-LABEL_COLUMNS = ("label", "class", "target")
-
-
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -140,8 +138,6 @@ def _load_csv(path: Path, *, val_fraction: float, split_seed: int,
     conditions = None
     if condition_columns:  # taken out before the cells are read as numbers
         import pandas as pd
-
-        from .tabular import take_condition_columns
 
         if header is None:
             raise DataError(f"{path.name}: --condition-columns names columns of a header row, "

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import DataError
 
 DECLARABLE_TYPES = ("numeric", "binary", "count", "categorical")
+LABEL_COLUMNS = ("label", "class", "target")  # a column of these names (any case) holds labels
 
 
 def parse_column_types(spec: str | Mapping | None) -> dict:
@@ -301,7 +302,6 @@ def load_table_csv(path: Path, column_types: str | Mapping | None, *, val_fracti
 
     from .arrays import held_out_size, split_indices
     from .dataset import Dataset
-    from .files import LABEL_COLUMNS
 
     frame, conditions = _read_csv_frame(path), None
     if condition_columns:

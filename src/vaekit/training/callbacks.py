@@ -11,7 +11,7 @@ rank 0 only.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..config import RunConfig
 
@@ -22,12 +22,13 @@ class Callback(Protocol):
     def on_fit_end(self, trainer, run) -> None: ...
 
 
-def default_callbacks(config: RunConfig) -> list:
-    """The viewers a run's config asks for: TensorBoard with ``train.tensorboard``; the pictures
-    of an image run, and ``report.html`` with ``train.report``."""
-    from ..view.outputs import RunOutputs, TensorBoardCallback
+# The viewers' factories, config -> callbacks. The view layer registers its own
+# (vaekit.view.outputs, which the package imports), so training never imports the viewers.
+VIEWERS: list[Callable[[RunConfig], list]] = []
 
-    callbacks: list = [RunOutputs(report=config.train.report)]
-    if config.train.tensorboard:
-        callbacks.append(TensorBoardCallback())
-    return callbacks
+
+def default_callbacks(config: RunConfig) -> list:
+    """The viewers a run's config asks for, from every registered factory (:data:`VIEWERS`):
+    TensorBoard with ``train.tensorboard``; the pictures of an image run, and ``report.html``
+    with ``train.report``."""
+    return [callback for factory in VIEWERS for callback in factory(config)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..config import RunConfig
 from ..errors import CheckpointError
 from ..storage import flatten_state, load_tensors, save_tensors, unflatten_state

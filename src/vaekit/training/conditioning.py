@@ -1,157 +1,170 @@
-"""The condition y a conditional or semi-supervised model trains on, for the training loop:
-the class labels (the refusal when the data has none, the number of classes into the resolved
-config) or the covariates of ``--condition-columns`` (standardized with the training split's
-mean and std, which go into the resolved config), y batches aligned with the loop's x batches,
-the labelled subset of a semi-supervised run (``labelled.json`` in the run directory) and the
-loss and validation of such models."""
+"""What the batches of a run carry beside x: the condition y that a model family declares it
+needs (:meth:`vaekit.model.VAE.condition_kind_of`), built from the data set for the training
+loop. One class per kind, one registry entry each (:data:`CONDITIONS`):
+
+- none: a model without a condition (the batches are x alone);
+- ``labels``: the class labels (refused when the data has none; the number of classes goes
+  into the resolved config);
+- ``covariates``: the columns of ``--condition-columns``, standardized with the training
+  split's mean and std (which go into the resolved config);
+- ``partial-labels``: labels for a balanced labelled subset, ``UNLABELLED`` for the rest, and a
+  batch of the labelled examples appended to every training batch (M2; ``labelled.json``).
+
+The loop asks each of them the same things: ``config`` (completed), ``y`` per split,
+``batches`` (x with its y, shuffled together), ``with_extra`` (what a training batch adds),
+``loss_options`` (extra keywords of the family's loss), ``pseudo_input_data`` and ``write``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from ..conditional import (conditional_training_loss, evaluate_conditional, labels_or_refuse,
-                           num_classes_of, standardize_covariates)
+from ..conditional import labels_or_refuse, num_classes_of, standardize_covariates
 from ..config import RunConfig, merge
 from ..data import SPLITS, Dataset, TensorBatches
 from ..errors import ConfigError, DataError
-from ..semisupervised import (UNLABELLED, default_classification_weight,
-                              evaluate_semi_supervised, labelled_subset, semi_supervised_loss)
+from ..semisupervised import UNLABELLED, default_classification_weight, labelled_subset
 from ..storage import atomic_write_bytes
 
 LABELLED = "labelled.json"  # the labelled training examples of a semi-supervised run
 
 
-class Conditioning:
-    """y for the loop: ``Conditioning(config, dataset)`` refuses data without labels and fills
-    ``model.num_classes``, or with ``data.condition_columns`` standardizes the covariates and
-    fills ``model.condition_dim``, ``data.condition_mean`` and ``data.condition_std`` (``.config``
-    is the completed config). ``.y[split]``: what the model is conditioned on in each split,
-    labels ``[N]`` or standardized covariates ``[N, C]``."""
+class Condition:
+    """No condition: the batches are x alone (``y`` is None in every split)."""
 
     def __init__(self, config: RunConfig, dataset: Dataset) -> None:
-        what = "--semi-supervised" if config.model.semi_supervised else "--conditional"
+        self.config = config
+        self.y: dict[str, torch.Tensor | None] = {split: None for split in SPLITS}
+        self.train_y: torch.Tensor | None = None  # y of the training batches
+        self.loss_options: dict = {}  # keywords of the family's training_loss beyond the objective's
+
+    def batches(self, x: torch.Tensor, batch_size: int, *, seed: int, rank: int,
+                world_size: int) -> TensorBatches:
+        """The training batches: ``x`` (the batch source on its device) with its y."""
+        y = None if self.train_y is None else self.train_y.to(x.device)
+        return TensorBatches(x, batch_size, seed=seed, rank=rank, world_size=world_size, y=y)
+
+    def with_extra(self, batches: TensorBatches, x: torch.Tensor, y: torch.Tensor | None,
+                   step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch ``(x, y)`` a training step sees (the one sliced from ``batches``)."""
+        return x, y
+
+    def pseudo_input_data(self, model, x: torch.Tensor) -> torch.Tensor:
+        """What a VampPrior's pseudo-inputs start from: the training examples as the encoder
+        reads them."""
+        return x
+
+    def write(self, run_dir: Path) -> None:
+        """Files of the run's condition (none here)."""
+
+
+class _Conditioned(Condition):
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
         if config.train.compile:
-            raise ConfigError(f"{what} does not support --compile yet")
-        self.semi_supervised = config.model.semi_supervised
-        self.labelled = None
-        self.classification_weight = None
-        self.num_classes = None
-        self.batches: TensorBatches | None = None
-        self.labelled_batches: TensorBatches | None = None
-        if config.data.condition_columns:
-            self.config, self.y = standardized_covariates(config, dataset)
-            self.true_train_y = self.train_y = self.y["train"]
-            return
-        labels = labels_or_refuse(dataset.train_labels, what)
+            raise ConfigError(f"--{config.model.family_name} does not support --compile yet")
+
+    def pseudo_input_data(self, model, x: torch.Tensor) -> torch.Tensor:
+        """[x, y] of the training examples (a conditional model's pseudo-inputs hold both)."""
+        return model.join(x, model.condition(self.y["train"]).to(x.device))
+
+
+class Labels(_Conditioned):
+    """The class labels: ``y[split]`` ``[N]``; ``model.num_classes`` filled in."""
+
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        labels = labels_or_refuse(dataset.train_labels, f"--{config.model.family_name}")
         num_classes = num_classes_of(dataset.class_names, dataset.train_labels,
                                      dataset.val_labels, dataset.test_labels)
         if config.model.num_classes not in (None, num_classes):
             raise ConfigError(f"model.num_classes is {config.model.num_classes} but the data set "
                               f"has {num_classes} classes")
-        train_labels = labels.long()
-        weight = None
-        if self.semi_supervised:
-            tc = config.train
-            self.labelled = labelled_subset(train_labels, tc.labels_per_class, num_classes,
-                                            tc.seed)
-            masked = torch.full_like(train_labels, UNLABELLED)
-            masked[self.labelled] = train_labels[self.labelled]
-            train_labels = masked
-            weight = tc.classification_weight
-            if weight is None:
-                weight = default_classification_weight(len(labels), len(self.labelled))
-        self.classification_weight = weight
         self.config = merge(config, {"model": {"num_classes": num_classes}})
         self.num_classes = num_classes
         self.y = {split: dataset.split(split)[1] for split in SPLITS}
-        self.true_train_y = labels.long()
-        self.train_y = train_labels  # (semi-supervised: UNLABELLED but for the labelled subset)
+        self.y["train"] = self.train_y = labels.long()
 
-    @property
-    def loss_fn(self):
-        if self.semi_supervised:
-            return partial(semi_supervised_loss, classification_weight=self.classification_weight)
-        return conditional_training_loss
 
-    def joined(self, model, x: torch.Tensor) -> torch.Tensor:
-        """[x, y] of the training examples (what VampPrior pseudo-inputs start from)."""
-        y = model.condition(self.true_train_y).to(x.device)
-        return model.join(x, y)
+class Covariates(_Conditioned):
+    """The covariates of ``--condition-columns``, standardized: ``y[split]`` ``[N, C]``; the
+    config completed with their mean, std and ``model.condition_dim``. A column that is
+    constant over the training split is refused: it cannot be standardized."""
 
-    def batch_like(self, batches: TensorBatches, device: torch.device) -> None:
-        """y batches with the permutation of ``batches`` (same seed and length); for a
-        semi-supervised run also batches of the labelled examples."""
-        self.batches = TensorBatches(self.train_y.to(device), batches.batch_size,
-                                     seed=batches.seed, rank=batches.rank,
-                                     world_size=batches.world_size)
-        self.x = batches.x
-        if self.labelled is not None:
-            self.labelled_batches = TensorBatches(
-                self.labelled.to(device), min(len(self.labelled), batches.batch_size),
-                seed=batches.seed + 1, rank=batches.rank, world_size=batches.world_size)
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        names = config.data.condition_columns
+        if dataset.conditions is None or tuple(dataset.condition_columns or ()) != tuple(names):
+            raise DataError(f"--condition-columns {','.join(names)}: the data set "
+                            f"'{dataset.name}' was loaded without those columns; pass a .csv "
+                            "and load it with them")
+        mean, std = config.data.condition_mean, config.data.condition_std
+        if mean is None:  # (a resumed run has them in its config)
+            train = dataset.conditions["train"]  # [N, C] float64
+            mean, std = train.mean(0), train.std(0)  # unbiased, as the standardization of x
+            constant = [n for n, s in zip(names, std.tolist()) if not s > 0]
+            if constant:
+                raise DataError(f"condition column '{constant[0]}' is constant over the "
+                                "training split (std 0), so it cannot be standardized and tells "
+                                "the examples nothing; drop it from --condition-columns")
+            mean, std = tuple(mean.tolist()), tuple(std.tolist())
+        self.config = merge(config, {"data": {"condition_mean": mean, "condition_std": std},
+                                     "model": {"condition_dim": len(names)}})
+        self.y = {split: standardize_covariates(dataset.conditions[split], mean, std)
+                  for split in SPLITS}
+        self.train_y = self.y["train"]
 
-    def iterate(self, epoch: int, start: int, stop: int) -> Iterator[torch.Tensor]:
-        return self.batches.iterate(epoch, start, stop)
 
-    def with_labelled(self, x: torch.Tensor, y: torch.Tensor, step: int
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch ``(x, y)``; semi-supervised: followed by batch ``step`` of the endless
-        sequence of labelled batches (a function of the step, so resuming is exact)."""
-        if self.labelled_batches is None:
-            return x, y
+class PartialLabels(Labels):
+    """Labels for ``train.labels_per_class`` examples of each class (a balanced subset drawn
+    with the run's seed), ``UNLABELLED`` for the others; every training batch is followed by a
+    batch of the labelled examples (M2, Kingma et al. 2014)."""
+
+    def __init__(self, config: RunConfig, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        tc, labels = self.config.train, self.y["train"]
+        self.labelled = labelled_subset(labels, tc.labels_per_class, self.num_classes, tc.seed)
+        self.train_y = torch.full_like(labels, UNLABELLED)
+        self.train_y[self.labelled] = labels[self.labelled]
+        weight = tc.classification_weight
+        if weight is None:
+            weight = default_classification_weight(len(labels), len(self.labelled))
+        self.loss_options = {"classification_weight": weight}
+        self.labelled_batches: TensorBatches | None = None
+
+    def batches(self, x: torch.Tensor, batch_size: int, *, seed: int, rank: int,
+                world_size: int) -> TensorBatches:
+        self.labelled_batches = TensorBatches(
+            self.labelled.to(x.device), min(len(self.labelled), batch_size), seed=seed + 1,
+            rank=rank, world_size=world_size)
+        return super().batches(x, batch_size, seed=seed, rank=rank, world_size=world_size)
+
+    def with_extra(self, batches: TensorBatches, x: torch.Tensor, y: torch.Tensor | None,
+                   step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch followed by batch ``step`` of the endless sequence of labelled batches (a
+        function of the step, so resuming is exact)."""
         per_epoch = len(self.labelled_batches)
         index = next(self.labelled_batches.iterate(step // per_epoch, step % per_epoch,
                                                    step % per_epoch + 1))
-        return (torch.cat([x, self.x.index_select(0, index)]),
-                torch.cat([y, self.true_train_y.to(y.device).index_select(0, index)]))
-
-    def evaluate(self, model, x: torch.Tensor, y: torch.Tensor | None, *,
-                 batch_size: int) -> dict:
-        """The conditional ELBO of ``x`` given ``y`` (labels or covariates, as in ``.y``)."""
-        if self.num_classes is None:
-            return evaluate_conditional(model, x, y, batch_size=batch_size)
-        labels = labels_or_refuse(y, "evaluating a conditional model")
-        if self.semi_supervised:
-            return evaluate_semi_supervised(model, x, labels.long(), batch_size=batch_size)
-        return evaluate_conditional(model, x, labels.long(), batch_size=batch_size)
+        true_y = self.y["train"].to(y.device).index_select(0, index)
+        return torch.cat([x, batches.x.index_select(0, index)]), torch.cat([y, true_y])
 
     def write(self, run_dir: Path) -> None:
-        """``labelled.json`` of a semi-supervised run: which training examples had labels."""
-        if self.labelled is None:
-            return
+        """``labelled.json``: which training examples had labels."""
         record = {"split": "train", "labels_per_class": len(self.labelled) // self.num_classes,
-                  "seed": self.config.train.seed, "classification_weight": self.classification_weight,
+                  "seed": self.config.train.seed,
+                  "classification_weight": self.loss_options["classification_weight"],
                   "indices": self.labelled.tolist(),
-                  "labels": self.true_train_y[self.labelled].tolist()}
+                  "labels": self.y["train"][self.labelled].tolist()}
         atomic_write_bytes(Path(run_dir) / LABELLED, (json.dumps(record) + "\n").encode())
 
 
-def standardized_covariates(config: RunConfig, dataset: Dataset
-                            ) -> tuple[RunConfig, dict[str, torch.Tensor]]:
-    """The covariates y of ``--condition-columns`` for every split, (value - mean) / std with
-    the training split's mean and standard deviation (those of the config when it has them: a
-    resumed run), and the config completed with them and ``model.condition_dim``. A column
-    that is constant over the training split is refused: it cannot be standardized."""
-    names = config.data.condition_columns
-    if dataset.conditions is None or tuple(dataset.condition_columns or ()) != tuple(names):
-        raise DataError(f"--condition-columns {','.join(names)}: the data set '{dataset.name}' "
-                        "was loaded without those columns; pass a .csv and load it with them")
-    mean, std = config.data.condition_mean, config.data.condition_std
-    if mean is None:
-        train = dataset.conditions["train"]  # [N, C] float64
-        mean, std = train.mean(0), train.std(0)  # unbiased, as the standardization of x
-        constant = [n for n, s in zip(names, std.tolist()) if not s > 0]
-        if constant:
-            raise DataError(f"condition column '{constant[0]}' is constant over the training "
-                            "split (std 0), so it cannot be standardized and tells the examples "
-                            "nothing; drop it from --condition-columns")
-        mean, std = tuple(mean.tolist()), tuple(std.tolist())
-    config = merge(config, {"data": {"condition_mean": mean, "condition_std": std},
-                            "model": {"condition_dim": len(names)}})
-    y = {split: standardize_covariates(dataset.conditions[split], mean, std) for split in SPLITS}
-    return config, y
+# what a family's batches carry (VAE.condition_kind_of) -> how the loop builds it
+CONDITIONS: dict[str | None, type[Condition]] = {
+    None: Condition,
+    "labels": Labels,
+    "covariates": Covariates,
+    "partial-labels": PartialLabels,
+}

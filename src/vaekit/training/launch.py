@@ -93,11 +93,16 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 def config_for_resume(saved: RunConfig, requested: RunConfig) -> RunConfig:
-    """The run's saved config; only the number of epochs may be raised on resume."""
+    """The run's saved config; on resume only the number of epochs may be raised, and the
+    precision of float32 matrix products (a speed setting) may be changed."""
+    update = {}
     if requested.train.epochs is not None and requested.train.epochs != saved.train.epochs:
-        return saved.model_copy(update={"train": saved.train.model_copy(
-            update={"epochs": requested.train.epochs})})
-    return saved
+        update["epochs"] = requested.train.epochs
+    if requested.train.matmul_precision != "highest":
+        update["matmul_precision"] = requested.train.matmul_precision
+    if not update:
+        return saved
+    return saved.model_copy(update={"train": saved.train.model_copy(update=update)})
 
 
 def describe_batch(global_batch: int, world_size: int, lr: float) -> str:

@@ -13,26 +13,27 @@ from typing import Callable
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .. import __version__
-from ..config import RunConfig, merge, resolve, save_config
-from ..data import Dataset, TensorBatches, dataset_defaults, dynamic_binarize, load_dataset, \
-    prepare_data
+from ..config import RunConfig, save_config
+from ..data import Dataset, dynamic_binarize, prepare_data
 from ..distributed import (all_ranks_agree, all_reduce_sum, per_rank_batch_size, process_group,
                            rank_and_world_size, rank_seed)
 from ..errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from ..evaluation import evaluate_elbo, log_likelihood
-from ..model import VAE, build_model
-from ..objectives import ElboTerms, training_loss
-from ..run import CONFIG, METRICS, RESULTS, WEIGHTS, DataInfo, Run, save_weights, write_json
+from ..families import build_model
+from ..model import VAE
+from ..objectives import ElboTerms
+from ..precision import grad_scaler, matmul_precision
+from ..run import CONFIG, METRICS, RESULTS, WEIGHTS, Run, save_weights, write_json
+from ..schedules import current_lr, kl_weight, make_scheduler, step_scheduler
 from ..storage import atomic_write_bytes
+from ..version import __version__
 from .callbacks import default_callbacks
-from .checkpoint import (CHECKPOINT, EpochProgress, TrainingState, load_checkpoint,
-                         save_checkpoint, saved_config)
+from .checkpoint import (CHECKPOINT, EpochProgress, TrainingState, load_checkpoint, save_checkpoint,
+                         saved_config)
 from .interrupts import StopSignals, signal_name
 from .launch import (check_run_dir, check_run_request, config_for_resume, default_run_dir,
-                     describe_batch, resume_decision)
-from .precision import grad_scaler
-from .schedules import current_lr, make_scheduler, step_scheduler
+                     resume_decision)
+from .setup import data_info, describe_run, fit_to_training_data, load_run_dataset, resolved_run
 from .step import (exploding_term, gradient_sum, make_optimizer, resolve_device,
                    resolve_kl_dispatch, wrap_for_training)
 
@@ -69,24 +70,10 @@ class Trainer:
             config = config_for_resume(saved_config(checkpoint), config)
         elif resume:
             self.log(f"no checkpoint in {self.run_dir} yet; starting the run from the beginning")
-        self.dataset = dataset or load_dataset(
-            config.data.name, config.data.data_dir, val_fraction=config.data.val_fraction,
-            split_seed=config.data.split_seed, download=config.data.download,
-            column_types=config.data.column_types,
-            condition_columns=config.data.condition_columns,
-        )
-        table = self.dataset.table
-        if table is not None and config.model.columns is None:  # the table's column types
-            config = merge(config, {"model": {"columns": list(table.column_specs)}})
-        self.config = resolve(config, defaults=dataset_defaults(self.dataset.name),
-                              value_kind=self.dataset.value_kind, levels=self.dataset.levels,
-                              name=f"'{self.dataset.name}'")
-        self.conditioning = None  # the y a conditional or semi-supervised model trains on
-        if self.config.model.conditional or self.config.model.semi_supervised:
-            from .conditioning import Conditioning
-
-            self.conditioning = Conditioning(self.config, self.dataset)
-            self.config = self.conditioning.config
+        self.dataset = dataset or load_run_dataset(config)
+        # the config resolved from the data set, and what the batches carry beside x (the
+        # condition y the model family needs)
+        self.config, self.condition = resolved_run(config, self.dataset)
         tc = self.config.train
         if tc.objective != "elbo" and tc.num_samples < 2:
             self.log(f"note: --objective {tc.objective} with --num-samples 1 is the ELBO")
@@ -101,23 +88,14 @@ class Trainer:
                 f"--batch-size {tc.batch_size} is larger than the training set "
                 f"({len(self.data.train)} examples); use a smaller batch"
             )
-        if self.config.model.standardize:
-            loc, scale = self.data.train.mean(0), self.data.train.std(0)
-            # constant columns keep their values: scale 1 instead of a division by zero
-            self.model.set_data_scaling(loc, torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
-        for module in self.model.modules():  # a table's column scaling (vaekit.tables)
-            if hasattr(module, "fit_scaling"):
-                module.fit_scaling(self.data.train.to(self.device))
         self.train_x = self.data.train.to(self.device)
-        prior = getattr(self.model.prior, "top", self.model.prior)  # several layers: the top
-        if self.config.model.vamp_init_from_data and hasattr(prior, "init_from_data"):
-            # (resume overwrites it below); a conditional model's pseudo-inputs hold [x, y]
-            prior.init_from_data(self.train_x if self.conditioning is None else
-                                 self.conditioning.joined(self.model, self.train_x))
-        self.batches = TensorBatches(self.data.batch_source().to(self.device), per_rank_batch_size(tc.batch_size, self.world_size),
-                                     seed=tc.seed, rank=self.rank, world_size=self.world_size)
-        if self.conditioning is not None:  # the same permutation: label batches match x batches
-            self.conditioning.batch_like(self.batches, self.device)
+        # (resume overwrites them below)
+        fit_to_training_data(self.model, self.train_x, self.config.model, self.condition)
+        # x with its y (if any), shuffled together
+        self.batches = self.condition.batches(
+            self.data.batch_source().to(self.device),
+            per_rank_batch_size(tc.batch_size, self.world_size), seed=tc.seed, rank=self.rank,
+            world_size=self.world_size)
         self.optimizer = make_optimizer(self.model, tc.lr, self.device, betas=tc.adam_betas,
                                         eps=tc.adam_eps)
         self.scheduler = make_scheduler(self.optimizer, tc)
@@ -131,18 +109,19 @@ class Trainer:
             self._load_checkpoint()
         self.callbacks = default_callbacks(self.config) if callbacks is None else list(callbacks)
         self.stop = StopSignals()  # entered by fit(); outside it, never requested
-        # the loss module: training_loss inside DDP under a process group, autocast, compiled
-        self.loss_fn = training_loss if self.conditioning is None else self.conditioning.loss_fn
-        self.loss = wrap_for_training(self.model, self.device, self.loss_fn,
-                                      precision=tc.precision, compile=tc.compile)
+        # the loss module: the family's training loss inside DDP under a process group,
+        # autocast, compiled
+        self.loss = wrap_for_training(self.model, self.device, precision=tc.precision,
+                                      compile=tc.compile)
         self.scaler = grad_scaler(self.device, tc.precision)
         # beta as an input of the compiled graph, updated in place: a float would be a constant
         # in it, and every new value during KL warm-up would compile the loss again
         self.beta_input = torch.zeros((), device=self.device) \
             if tc.compile and tc.objective == "elbo" else None
         if tc.compile:
-            resolve_kl_dispatch(self.loss_fn, self.model, self.train_x[:2], self._loss_options(),
-                                self.device)
+            x, y = next(self.batches.pairs(0, 0, 1))
+            resolve_kl_dispatch(self.model, x[:2], None if y is None else y[:2],
+                                self._loss_options(), self.device)
         if self.rank > 0:
             torch.manual_seed(rank_seed(tc.seed, self.rank, self.step))
 
@@ -163,11 +142,8 @@ class Trainer:
         patience = self.config.train.early_stopping
         return bool(patience) and self.state.epochs_since_best >= patience
 
-    @property
-    def data_info(self) -> DataInfo:
-        d = self.dataset
-        return DataInfo(self.config.data.name, d.data_shape, d.value_kind, d.is_image,
-                        d.class_names, tuple(d.table.names) if d.table is not None else None)
+    data_info = property(lambda self: data_info(self.config, self.dataset),
+                         doc="what the run's files record of its data")
 
     # -- the whole job ---------------------------------------------------------------------
     def fit(self) -> Path:
@@ -176,23 +152,18 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / CONFIG)
-            if self.conditioning is not None:
-                self.conditioning.write(self.run_dir)
-            if not self.resumed:
-                self.log(f"training on {self.dataset.name} {tuple(self.dataset.data_shape)}: "
-                         f"{len(self.dataset.train)} train / {len(self.dataset.val)} val / "
-                         f"{len(self.dataset.test)} test, likelihood {self.config.model.likelihood}, "
-                         f"binarize {self.config.data.binarize}, device {self.device}")
-            self.log(describe_batch(tc.batch_size, self.world_size, tc.lr)
-                     + (f", precision {tc.precision}" if tc.precision != "fp32" else "")
-                     + (", compiled" if tc.compile else ""))
-        with self.stop:  # a stop signal after the last epoch lets the final outputs complete
+            self.condition.write(self.run_dir)
+            for line in describe_run(self.config, self.dataset, self.device, self.world_size,
+                                     resumed=self.resumed):
+                self.log(line)
+        # a stop signal after the last epoch lets the final outputs complete
+        with self.stop, matmul_precision(tc.matmul_precision):
             while self.epoch < tc.epochs and not self.stopped_early:
                 self.run_epoch()
             if self.best_weights is not None:  # early stopping: the best epoch's weights
                 self.eval_model.load_state_dict(self.best_weights)
-            test = self.evaluate(self.data.test) if self.conditioning is None else \
-                self.evaluate(self.data.test, self.conditioning.y["test"])  # every rank takes part; rank 0 writes
+            # every rank takes part; rank 0 writes
+            test = self.evaluate(self.data.test, self.condition.y["test"])
             if self.is_main:
                 self._finish(test)
         return self.run_dir
@@ -203,8 +174,7 @@ class Trainer:
         start = time.perf_counter()
         train = self.train_epoch()
         seconds = time.perf_counter() - start
-        val = self.evaluate(self.data.val) if self.conditioning is None else \
-            self.evaluate(self.data.val, self.conditioning.y["val"])
+        val = self.evaluate(self.data.val, self.condition.y["val"])
         metrics = {"epoch": self.epoch, "step": self.step, **train,
                    "val_elbo": val["elbo"], "val_reconstruction": val["reconstruction"],
                    "val_kl": val["kl"], "beta": self._beta(), "lr": current_lr(self.optimizer),
@@ -243,17 +213,14 @@ class Trainer:
 
             bar = tqdm(total=len(self.batches), initial=progress.batch, leave=False,
                        desc=f"epoch {self.epoch + 1}/{tc.epochs}", dynamic_ncols=True)
-        labels = (self.conditioning.iterate(self.epoch, progress.batch, last)
-                  if self.conditioning is not None else None)
-        for x in self.batches.iterate(self.epoch, progress.batch, last):
-            y = None
-            if labels is not None:  # (semi-supervised: with a batch of the labelled examples)
-                x, y = self.conditioning.with_labelled(x, next(labels), self.step)
+        for x, y in self.batches.pairs(self.epoch, progress.batch, last):
+            # (semi-supervised: followed by a batch of the labelled examples)
+            x, y = self.condition.with_extra(self.batches, x, y, self.step)
             if self.data.dynamic_binarize:
                 x = dynamic_binarize(x)
             elif self.data.train_scale is not None:
                 x = self.data.draw_features(x)
-            terms = self.train_step(x) if y is None else self.train_step(x, y)
+            terms = self.train_step(x, y)
             if bar is not None:
                 bar.update()
                 if terms is not None and self.step % 20 == 0:
@@ -276,10 +243,11 @@ class Trainer:
         backward (gradients all-reduced under DDP), update. Returns the batch's ELBO terms, or
         None when the loss or a gradient is not finite: the step is then skipped (parameters
         and Adam moments untouched) and counted. One host sync per step checks both: loss +
-        sum(g) is finite iff each is. ``y``: the batch's labels for a conditional model."""
+        sum(g) is finite iff each is. ``y``: the batch's condition (labels, covariates) for a
+        model family that has one."""
         progress = self.state.progress
         progress.batch += 1
-        loss, terms = self.loss(x, **self._loss_options(), **({} if y is None else {"y": y}))
+        loss, terms = self.loss(x, y, **self._loss_options())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         # with fp16 loss scaling, inf gradients are the scaler's business (it skips and rescales)
@@ -306,15 +274,12 @@ class Trainer:
             self.save_checkpoint()
         return terms
 
-    def evaluate(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        """Mean ELBO, reconstruction and KL of ``x`` (see :func:`vaekit.evaluation.evaluate_elbo`),
-        the batches spread over the ranks; a conditional model's given the ``labels`` (or
-        standardized covariates ``[N, C]``)."""
-        if self.conditioning is not None:
-            return self.conditioning.evaluate(self.eval_model, x, labels,
-                                              batch_size=self.config.train.eval_batch_size)
-        return evaluate_elbo(self.eval_model, x, batch_size=self.config.train.eval_batch_size,
-                             distributed=True)
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict:
+        """Mean ELBO terms of ``x`` given its condition ``y`` (:func:`vaekit.evaluation.
+        evaluate_elbo`, batches spread over the ranks) and the family's extras (M2's U(x))."""
+        size = self.config.train.eval_batch_size
+        result = evaluate_elbo(self.eval_model, x, y, batch_size=size, distributed=True)
+        return self.eval_model.evaluation_extras(result, x, y, batch_size=size, seed=0)
 
     def _track_best(self, val_elbo: float) -> dict:
         """Early stopping's bookkeeping after an epoch: the validation bound (the ELBO, or
@@ -323,7 +288,7 @@ class Trainer:
         bound = val_elbo
         if tc.early_stopping_samples > 1:
             bound = float(log_likelihood(self.eval_model, self.data.val, tc.early_stopping_samples,
-                                         seed=tc.seed).mean())
+                                         self.condition.y["val"], seed=tc.seed).mean())
         if bound > state.best_value:
             state.best_value, state.best_epoch, state.epochs_since_best = bound, self.epoch, 0
             self.best_weights = {k: v.detach().clone()
@@ -335,10 +300,7 @@ class Trainer:
     # -- loss options --------------------------------------------------------------------
     def _beta(self) -> float:
         tc = self.config.train
-        if tc.kl_warmup_epochs <= 0:
-            return tc.beta
-        warmup_steps = tc.kl_warmup_epochs * len(self.batches)
-        return tc.beta * min(1.0, (self.step + 1) / warmup_steps)
+        return kl_weight(tc.beta, tc.kl_warmup_epochs * len(self.batches), self.step)
 
     def _loss_options(self) -> dict:
         tc = self.config.train
@@ -346,7 +308,8 @@ class Trainer:
         if self.beta_input is not None:
             beta = self.beta_input.fill_(beta)
         return dict(objective=tc.objective, beta=beta, free_bits=tc.free_bits,
-                    num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator)
+                    num_samples=tc.num_samples, gradient_estimator=tc.gradient_estimator,
+                    **self.condition.loss_options)
 
     # -- failures and stops --------------------------------------------------------------
     def _skipped(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -354,8 +317,7 @@ class Trainer:
         progress = self.state.progress
         progress.bad_in_a_row += 1
         if progress.bad_in_a_row >= MAX_BAD_STEPS:
-            options = {**self._loss_options(), **({} if y is None else {"y": y})}
-            term = exploding_term(self.model, x, options, self.loss_fn)
+            term = exploding_term(self.model, x, y, self._loss_options())
             raise TrainingDiverged(
                 f"training diverged: the {term} term (or its gradient) exploded, giving a "
                 f"non-finite loss or gradient for {progress.bad_in_a_row} steps in a row after "
@@ -412,12 +374,10 @@ class Trainer:
         write_json(self.run_dir / RESULTS, results)
         self.log(f"test ELBO {test['elbo']:.2f} nats/example (reconstruction "
                  f"{test['reconstruction']:.2f}, KL {test['kl']:.2f}) on {test['num_examples']} examples")
-        covariates = None  # the test split's standardized covariates (--condition-columns)
-        if self.conditioning is not None and self.conditioning.num_classes is None:
-            covariates = self.conditioning.y["test"]
         run = Run(self.run_dir, self.config, model, self.data_info,
                   {"vaekit": __version__, "torch": torch.__version__}, self.history, results,
-                  prepared={"test": (self.data.test, self.data.test_labels, covariates)})
+                  prepared={"test": (self.data.test, self.data.test_labels,
+                                     self.condition.y["test"])})
         for callback in self.callbacks:
             getattr(callback, "on_fit_end", lambda *_: None)(self, run)
         self.log(f"results in {self.run_dir}/")

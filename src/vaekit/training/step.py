@@ -7,22 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distributed import is_distributed
-from ..errors import ConfigError
-from ..objectives import ElboTerms, training_loss
-from .precision import autocast, keep_distributions_float32
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is available")
-    return device
+from ..distributed import is_distributed, resolve_device  # noqa: F401 (re-exported)
+from ..objectives import ElboTerms
+from ..precision import autocast, keep_distributions_float32
 
 
 def make_optimizer(model: nn.Module, lr: float, device: torch.device, *,
@@ -45,13 +32,13 @@ def gradient_sum(model: nn.Module) -> torch.Tensor:
     return torch.stack(grads).sum() if grads else torch.zeros(())
 
 
-def exploding_term(model: nn.Module, x: torch.Tensor, loss_kwargs: dict,
-                   loss_fn=training_loss) -> str:
+def exploding_term(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+                   loss_kwargs: dict) -> str:
     """Names the term of the ELBO that exploded on batch ``x``: "reconstruction" or "KL",
     whichever is not finite in value, else in gradient, else (each finite but their sum
     overflowing) the larger in value or gradient norm. Only called when training stops, so its
     extra backward passes cost nothing in the loop."""
-    _loss, terms = loss_fn(model, x, **loss_kwargs)
+    _loss, terms = model.training_loss(x, y, **loss_kwargs)
     named = {"reconstruction": terms.reconstruction, "KL": terms.kl}
     for name, term in named.items():
         if not bool(torch.isfinite(term).all()):
@@ -69,7 +56,8 @@ def exploding_term(model: nn.Module, x: torch.Tensor, loss_kwargs: dict,
 
 
 class LossModule(nn.Module):
-    """forward(x) = :func:`~vaekit.objectives.training_loss` of the wrapped VAE.
+    """forward(x, y) = the wrapped model's training loss of a batch (x and its condition y;
+    :meth:`vaekit.model.VAE.training_loss`).
 
     The objective calls ``model.encoder``/``decoder``/``prior`` rather than ``model.forward``,
     so DDP wraps this module: its forward is the whole loss, which is what DDP needs to hook
@@ -77,25 +65,25 @@ class LossModule(nn.Module):
     for checkpoints and evaluation. Mixed precision (``precision``) autocasts the networks and
     keeps the distributions and the loss in float32."""
 
-    def __init__(self, model: nn.Module, precision: str = "fp32", loss_fn=None) -> None:
+    def __init__(self, model: nn.Module, precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
         self.precision = precision
-        self.loss_fn = loss_fn or training_loss
         if precision != "fp32":
             keep_distributions_float32(model)
 
-    def forward(self, x: torch.Tensor, **loss_options) -> tuple[torch.Tensor, ElboTerms]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                **loss_options) -> tuple[torch.Tensor, ElboTerms]:
         with autocast(x.device, self.precision):
-            return self.loss_fn(self.model, x, **loss_options)
+            return self.model.training_loss(x, y, **loss_options)
 
 
-def wrap_for_training(model: nn.Module, device: torch.device, loss_fn=training_loss, *,
+def wrap_for_training(model: nn.Module, device: torch.device, *,
                       precision: str = "fp32", compile: bool = False) -> nn.Module:
     """The loss module the loop calls: :class:`LossModule`, inside DDP when a process group is
     up (gradients averaged over ranks during ``backward``), compiled with ``torch.compile`` when
     asked (after DDP, so the compiler sees DDP's bucket boundaries)."""
-    module: nn.Module = LossModule(model, precision, loss_fn)
+    module: nn.Module = LossModule(model, precision)
     if is_distributed():
         from torch.nn.parallel import DistributedDataParallel
 
@@ -109,8 +97,8 @@ def wrap_for_training(model: nn.Module, device: torch.device, loss_fn=training_l
     return module
 
 
-def resolve_kl_dispatch(loss_fn, model: nn.Module, x: torch.Tensor, options: dict,
-                        device: torch.device) -> None:
+def resolve_kl_dispatch(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+                        options: dict, device: torch.device) -> None:
     """One eager loss on two examples before the first compiled step. The first
     ``kl_divergence(q, p)`` of a pair of types looks the pair up in torch's KL registry
     with Python the compiler cannot trace, and that graph break split the compiled loss
@@ -119,4 +107,4 @@ def resolve_kl_dispatch(loss_fn, model: nn.Module, x: torch.Tensor, options: dic
     same numbers as it would without this call."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        loss_fn(model, x, **options)
+        model.training_loss(x, y, **options)

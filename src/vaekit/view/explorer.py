@@ -75,8 +75,9 @@ class LatentSpace:
         self.test_x, self.test_labels = test_x, test_labels
         self.is_image = len(model.data_shape) == 3 if is_image is None else bool(is_image)
         self.lock = threading.Lock()  # one forward pass at a time (server threads share the model)
-        self.num_classes = getattr(model, "num_classes", None)  # a conditional model
-        if getattr(model, "condition_dim", None) and not self.num_classes:
+        # a model conditioned on class labels: decoded with a class
+        self.num_classes = model.num_classes if model.condition_kind == "labels" else None
+        if model.condition_kind == "covariates":
             raise ConfigError("the explorer does not show models conditioned on covariates "
                               "(--condition-columns) yet; use vaekit sample --condition")
         # a conditional model's codes are given the test labels: E_q[z | x, y]

@@ -4,6 +4,7 @@ TensorBoard logs while training (:class:`TensorBoardCallback`)."""
 
 from __future__ import annotations
 
+from ..training.callbacks import VIEWERS
 from .board import EpochBoard
 from .pictures import Pictures
 
@@ -18,7 +19,7 @@ class RunOutputs:
     def on_fit_end(self, trainer, run) -> None:
         x, labels = run.split("test")
         pictures = None
-        if run.data.is_image and len(x) and getattr(run.model, "num_classes", None):
+        if run.data.is_image and len(x) and run.model.condition_kind == "labels":
             from .conditional_pictures import ConditionalPictures
 
             pictures = ConditionalPictures.of(run.model, x, labels, seed=run.config.train.seed)
@@ -47,3 +48,15 @@ class TensorBoardCallback:
     def on_fit_end(self, trainer, run) -> None:
         if self.board is not None:
             self.board.close()
+
+
+def default_viewers(config) -> list:
+    """The callbacks of the run's config: the pictures and (``train.report``) the report, and
+    TensorBoard with ``train.tensorboard`` (:func:`vaekit.training.callbacks.default_callbacks`)."""
+    callbacks: list = [RunOutputs(report=config.train.report)]
+    if config.train.tensorboard:
+        callbacks.append(TensorBoardCallback())
+    return callbacks
+
+
+VIEWERS.append(default_viewers)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..evaluation import LatentSummary, latent_summary
 from ..storage import atomic_write_bytes
 from ..tables import TableLikelihood, column_reconstruction
@@ -252,12 +252,10 @@ def render_report(run, test_x: torch.Tensor, test_labels: torch.Tensor | None = 
     results = run.metrics
     config = run.config.model_dump(mode="json")
     versions = run.versions or {"vaekit": __version__, "torch": torch.__version__}
-    conditional = bool(getattr(model, "num_classes", None))
+    conditional = model.condition_kind == "labels"  # pictures per class
     # a conditional model's codes are given its condition, the labels or the covariates of
     # --condition-columns: E_q[z | x, y]
-    given = test_labels if conditional else None
-    if getattr(model, "condition_dim", None) and not conditional:
-        given = run.condition("test")
+    given = run.condition("test")
     summary = latent_summary(model, test_x, labels=given)
     kl = summary.kl_per_dim
     if kl is None and isinstance(results.get("kl_per_dim"), list):
