@@ -1,7 +1,9 @@
 """The documentation site: `mkdocs build --strict` from the repository root succeeds (every
 tutorial in docs/tutorials/ executes, every link and docstring resolves), then a headless
-Chromium checks the built site: every page loads without console errors, every tutorial page
-shows its figures, search finds a word, and the language menu reaches the translations.
+Chromium checks the built site: every page loads without console errors and asks nothing of
+any host but the site's, every tutorial page shows its figures, tutorial 2's formulas are
+typeset offline by the MathJax served with the site, search finds a word, and the language menu
+reaches the translations.
 
 The build runs once per session (a few minutes on 2 CPU cores: it executes the tutorials) into
 a temporary directory, with the notebook cache of mkdocs-jupyter in a fresh directory so that
@@ -11,6 +13,7 @@ test does not."""
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,17 +23,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from browser import browser_page
+from browser import OFFLINE, browser_page
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ["01-first-vae", "02-elbo", "03-kl-term", "04-reparameterization",
              "05-estimating-px", "06-priors", "07-conditional-and-scaling"]
 LANGUAGES = ["ru", "zh", "es"]
 TRANSLATED = ["getting-started", "tutorials/01-first-vae", "tutorials/02-elbo"]
-# Scripts the notebook pages load from CDNs (MathJax; mermaid where a notebook has diagrams).
-# This machine is offline: the test answers them with an empty script and checks that nothing
-# else outside the site is requested.
-CDN_HOSTS = {"cdnjs.cloudflare.com", "cdn.jsdelivr.net", "unpkg.com"}
+# What a formula left untypeset shows: a TeX delimiter or a TeX command (\log, \mathrm, ...).
+RAW_TEX = re.compile(r"\$|\\[()\[\]]|\\[A-Za-z]+")
+# Code in a tutorial page: the cells, and the hidden text that each cell's copy button copies.
+CODE = "pre, code, .clipboard-copy-txt"
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +89,8 @@ def pages(site: Path) -> list[str]:
 
 @pytest.fixture
 def page(site_url):
-    """A browser page whose console errors are collected, with outside requests answered
-    (empty) only for the CDN hosts and recorded."""
+    """A browser page whose console errors are collected, with every request outside the site
+    recorded and answered empty (the site serves everything it needs, MathJax included)."""
     errors, outside = [], set()
     with browser_page(errors) as page:
         def answer(route, request):
@@ -126,6 +129,26 @@ def test_site_builds_strictly_with_every_page(built_site):
     assert seconds < 900, f"the site took {seconds:.0f} s to build"
 
 
+def untypeset_tex(page) -> list[str]:
+    """Waits until MathJax has typeset the page, then returns what of the article is still TeX:
+    each raw delimiter or command outside code with the text around it, and each formula that
+    MathJax could not typeset (a TeX error)."""
+    # MathJax's startup promise resolves once the page is typeset
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                           timeout=30_000)
+    page.evaluate("() => MathJax.startup.promise")
+    text = page.evaluate("""selectors => {
+        const article = document.querySelector("article").cloneNode(true);
+        article.querySelectorAll(selectors).forEach(e => e.remove());
+        return article.textContent;
+    }""", f"{CODE}, script, style, mjx-container")
+    raw = [" ".join(text[max(0, m.start() - 50):m.end() + 50].split()) for m in RAW_TEX.finditer(text)]
+    errors = page.locator("article mjx-merror").all_inner_texts()
+    # code is never typeset: neither the cells nor the text their copy buttons copy
+    in_code = page.locator(f"article :is({CODE}) mjx-container").count()
+    return raw[:5] + [f"TeX error: {e}" for e in errors] + [f"{in_code} formulas in code"] * bool(in_code)
+
+
 @pytest.mark.browser
 def test_every_page_loads_without_console_errors(built_site, site_url, page):
     failures = {}
@@ -137,7 +160,7 @@ def test_every_page_loads_without_console_errors(built_site, site_url, page):
         elif page.console_errors:
             failures[path] = list(page.console_errors)
     assert not failures, failures
-    assert page.outside_hosts <= CDN_HOSTS, page.outside_hosts
+    assert not page.outside_hosts, page.outside_hosts
 
 
 @pytest.mark.browser
@@ -149,11 +172,45 @@ def test_tutorial_pages_show_their_figures(site_url, page, language):
             "article img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
         assert widths and all(w > 0 for w in widths), (language, tutorial, widths)
         assert not page.console_errors, (language, tutorial, page.console_errors)
-        # the formulas are typeset by MathJax (from its CDN; answered empty here, offline)
-        assert page.locator("script[src*=mathjax]").count() == 1, (language, tutorial)
+        # the formulas are typeset by the MathJax the site serves (see the test below)
+        assert page.locator("article script[src*=mathjax]").count() == 1, (language, tutorial)
+        assert not (tex := untypeset_tex(page)), (language, tutorial, tex)
         download = page.get_attribute("a.tutorial-download", "href")
         assert download and download.endswith(".py"), (language, tutorial, download)
         assert page.request.get(page.url + download).ok
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("language", ["", *[f"{language}/" for language in LANGUAGES]])
+def test_tutorial_formulas_render_offline(site_url, language):
+    """Tutorial 2 in a browser that reaches nothing but the site (its host names do not resolve
+    and any request off loopback is aborted): MathJax, its TeX extensions and its fonts come
+    from the site, every formula is typeset, and no raw TeX is left in the text."""
+    errors, outside, fonts = [], [], []
+    with browser_page(errors, extra_args=(OFFLINE,)) as page:
+        def loopback_only(route, request):
+            if urlsplit(request.url).hostname == "127.0.0.1":
+                route.continue_()
+            else:
+                outside.append(request.url)
+                route.abort("internetdisconnected")
+
+        page.route("**/*", loopback_only)
+        page.on("response", lambda r: fonts.append((r.url, r.status)) if ".woff" in r.url else None)
+        page.goto(f"{site_url}{language}tutorials/02-elbo/", wait_until="load")
+        script = page.get_attribute("article script[src*=mathjax]", "src")
+        assert script and "//" not in script, script  # a path in the site, not a CDN's URL
+        assert not (tex := untypeset_tex(page)), tex
+        formulas = page.locator("article mjx-container")
+        displayed = page.locator('article mjx-container[display="true"]')
+        assert formulas.count() >= 20 and displayed.count() >= 3, (formulas.count(), displayed.count())
+        # the glyphs are drawn in MathJax's own web fonts (MJXTEX...), served by the site
+        page.wait_for_function("""() => [...document.fonts].some(
+            f => f.family.includes("MJXTEX") && f.status === "loaded")""", timeout=30_000)
+        assert fonts and all(status == 200 for _, status in fonts), fonts
+        assert all(url.startswith(site_url) for url, _ in fonts), fonts
+        assert not outside, outside
+        assert not errors, errors
 
 
 @pytest.mark.browser

@@ -179,8 +179,8 @@ plt.show()
 #   Monte Carlo. `vaekit.objectives.elbo_samples` es el núcleo que `elbo_terms` promedia:
 #   conserva los $K$ valores, uno por muestra, y de ellos sale el error estándar. En este
 #   modelo el término de reconstrucción también tiene forma cerrada,
-#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2)
-#   - \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
+#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2) -
+#   \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
 #   así que calculamos también la ELBO exacta.
 # - $\mathrm{KL}(q \,\|\, p(z \mid x))$: `torch.distributions.kl_divergence` entre dos gaussianas.
 

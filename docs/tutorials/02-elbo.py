@@ -175,8 +175,8 @@ plt.show()
 #   error. `vaekit.objectives.elbo_samples` is the core that `elbo_terms` averages: it keeps the
 #   $K$ per-draw values, from which the standard error follows. For this model the
 #   reconstruction term also has a closed form,
-#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2)
-#   - \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
+#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2) -
+#   \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
 #   so we compute the exact ELBO as well.
 # - $\mathrm{KL}(q \,\|\, p(z \mid x))$: `torch.distributions.kl_divergence` between two Gaussians.
 

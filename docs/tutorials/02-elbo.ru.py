@@ -178,8 +178,8 @@ plt.show()
 #   Монте-Карло. `vaekit.objectives.elbo_samples` — это ядро, которое усредняет `elbo_terms`:
 #   оно сохраняет $K$ значений по отдельным сэмплам, и по ним считается стандартная ошибка.
 #   Для этой модели у члена реконструкции тоже есть замкнутая форма,
-#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2)
-#   - \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
+#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2) -
+#   \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$,
 #   поэтому точное значение ELBO мы тоже вычисляем.
 # - $\mathrm{KL}(q \,\|\, p(z \mid x))$: `torch.distributions.kl_divergence` между двумя гауссианами.
 

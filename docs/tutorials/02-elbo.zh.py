@@ -172,8 +172,8 @@ plt.show()
 # - $\mathrm{ELBO}$：vaekit 用 $K = 20\,000$ 个样本给出的估计及其蒙特卡洛标准误。
 #   `vaekit.objectives.elbo_samples` 是 `elbo_terms` 求平均之前的核心函数：它保留每个样本上的
 #   $K$ 个值，标准误由此算出。对这个模型，重构项也有闭式解，
-#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2)
-#   - \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$，
+#   $\mathbb{E}_q[\log p(x \mid z)] = -\tfrac{D}{2}\log(2\pi s^2) -
+#   \big(\lVert x - W\mu_q - b\rVert^2 + \operatorname{tr}(W \Sigma_q W^\top)\big) / (2 s^2)$，
 #   所以我们同时计算精确的 ELBO。
 # - $\mathrm{KL}(q \,\|\, p(z \mid x))$：两个高斯分布之间的 `torch.distributions.kl_divergence`。
 
