@@ -47,8 +47,10 @@ sys.path.insert(0, str(HERE))
 from reproduce import ROWS, row_values  # noqa: E402
 
 
-def read_queue(path: Path = QUEUE) -> list[dict]:
-    """The queue's runs in order, each checked: a unique name, a row of reproduce.py."""
+def read_queue(path: Path | None = None) -> list[dict]:
+    """The queue's runs in order (of ``path``, default :data:`QUEUE`), each checked: a unique
+    name, a row of reproduce.py."""
+    path = path or QUEUE
     runs = tomllib.loads(path.read_text()).get("run", [])
     names = set()
     for run in runs:
