@@ -185,7 +185,13 @@ def curves(rows: list[dict], docs: Path) -> None:
                     ax.plot(range(1, len(curve) + 1), curve, linestyle="--",
                             label=f"{stopped.name} (stopped at epoch {len(curve)})")
         ax.set_xscale("log")
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], -130))
+        # the first epochs' bounds are far below the rest: show from where the curves settle
+        # (the value a tenth of the way in) to just above the best
+        lines = [line.get_ydata() for line in ax.get_lines() if len(line.get_ydata())]
+        if lines:
+            settled = min(float(y[len(y) // 10]) for y in lines)
+            best = max(float(max(y)) for y in lines)
+            ax.set_ylim(settled - 0.1 * (best - settled) - 1, best + 0.05 * (best - settled) + 1)
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation ELBO (nats per example)")
         ax.set_title(f"{dataset}: learning curves")
