@@ -13,8 +13,8 @@ from vaekit.cli import main
 _train_step = loop.Trainer.train_step
 
 
-def announced_step(self, x):
-    result = _train_step(self, x)
+def announced_step(self, x, y=None):
+    result = _train_step(self, x, y)
     print(f"step {self.step + (result is not None)}", flush=True)
     time.sleep(0.002)
     return result

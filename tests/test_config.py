@@ -201,7 +201,7 @@ def test_invalid_combinations_exit_2_with_one_line_before_anything_is_written(
         raise AssertionError("data was loaded before the config was checked")
 
     monkeypatch.setattr(data.registry, "load_dataset", no_data)
-    monkeypatch.setattr("vaekit.training.loop.load_dataset", no_data)
+    monkeypatch.setattr("vaekit.training.setup.load_dataset", no_data)
     out = tmp_path / "run"
     assert main(["train", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err

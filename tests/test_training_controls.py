@@ -62,8 +62,8 @@ def test_plateau_lowers_the_lr_when_the_validation_elbo_stops_improving(tmp_path
                       tmp_path / "r", **QUIET)
     scripted = iter([-10.0, -12.0, -11.0, -9.0, -13.0])  # better, worse, worse, better, worse
     real = trainer.evaluate
-    trainer.evaluate = lambda x: {**real(x), "elbo": next(scripted)} if x is trainer.data.val \
-        else real(x)
+    trainer.evaluate = lambda x, y=None: {**real(x, y), "elbo": next(scripted)} \
+        if x is trainer.data.val else real(x, y)
     trainer.fit()
     assert lrs(trainer) == pytest.approx([1e-2, 1e-2, 2.5e-3, 6.25e-4, 6.25e-4])
 
@@ -132,11 +132,11 @@ def test_early_stopping_keeps_the_best_epochs_weights(tmp_path, samples, monkeyp
     trainer.callbacks = [Snapshot()]
     if samples == 1:  # the validation ELBO is the bound
         real = trainer.evaluate
-        trainer.evaluate = lambda x: {**real(x), "elbo": next(bounds)} \
-            if x is trainer.data.val else real(x)
+        trainer.evaluate = lambda x, y=None: {**real(x, y), "elbo": next(bounds)} \
+            if x is trainer.data.val else real(x, y)
     else:
-        def iwae_bound(model, x, num_samples, seed=0):
-            assert num_samples == 4 and x is trainer.data.val
+        def iwae_bound(model, x, num_samples, y=None, seed=0):
+            assert num_samples == 4 and x is trainer.data.val and y is None
             return torch.full((len(x),), next(bounds), dtype=torch.float64)
 
         monkeypatch.setattr(loop, "log_likelihood", iwae_bound)
