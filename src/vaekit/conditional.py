@@ -28,7 +28,7 @@ from torch.distributions import Distribution
 from .errors import ConfigError
 from .hierarchy import TakeBottomLayer
 from .likelihoods import needs_levels
-from .model import VAE, build_parts
+from .model import VAE, build_parts, family_option_errors
 from .nets import ScaleLevels, Standardize
 from .objectives import elbo
 from .posteriors import posterior_mean
@@ -131,6 +131,8 @@ class ConditionalVAE(VAE):
         self.conditional_prior = conditional_prior
         self.standardize = standardize if standardize is not None else nn.Identity()
 
+    family = "conditional"
+
     # -- the family seam (see vaekit.model.VAE) ----------------------------------------------
     @property
     def condition_kind(self) -> str:
@@ -170,8 +172,8 @@ class ConditionalVAE(VAE):
                    condition_dim=cfg.condition_dim, arch=cfg.arch,
                    conditional_prior=conditional_prior, standardize=standardize, **extra)
 
-    @staticmethod
-    def config_errors(model, train, data) -> str | None:
+    @classmethod
+    def config_errors(cls, model, train, data) -> str | None:
         """The rules of a conditional model's options (collected by config validation)."""
         names = data.condition_columns
         if model.condition_dim is not None and names is None:
@@ -196,7 +198,7 @@ class ConditionalVAE(VAE):
         if train.labels_per_class is not None or train.classification_weight is not None:
             return ("labels_per_class and classification_weight (--labels-per-class, "
                     "--classification-weight) apply to --semi-supervised only")
-        return None
+        return family_option_errors(train, cls.family)
 
     def evaluation_extras(self, result: dict, x: torch.Tensor, y: torch.Tensor | None, *,
                           batch_size: int, seed: int) -> dict:

@@ -16,6 +16,12 @@ MAX_SEED = 2**32 - 1  # seeds are combined with epoch numbers and split offsets 
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
+def _of(family: str) -> dict:
+    """The mark of a train option that applies to one model family only: any other family
+    refuses it when it is set away from its default (:func:`vaekit.model.family_option_errors`)."""
+    return {"family": family}
+
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: an lr of inf or a scale of nan is a typo, not a setting
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True,
@@ -30,6 +36,7 @@ def choices(section: str, key: str) -> tuple[str, ...]:
     from .conditional import CONDITIONAL_PRIORS
     from .families import FAMILIES
     from .data.preparation import BINARIZATIONS
+    from .disentanglement_objectives import DIP_COVARIANCES, TC_ESTIMATORS
     from .hierarchy import INFERENCES
     from .likelihoods import LIKELIHOODS, GaussianLikelihood
     from .model import NETWORKS
@@ -57,6 +64,8 @@ def choices(section: str, key: str) -> tuple[str, ...]:
         ("model", "inference"): INFERENCES,
         ("model", "conditional_prior"): CONDITIONAL_PRIORS,
         ("model", "family"): ("auto", *FAMILIES),
+        ("train", "tc_estimator"): TC_ESTIMATORS,
+        ("train", "dip_type"): DIP_COVARIANCES,
     }
     return tuple(registries[section, key])
 
@@ -305,9 +314,28 @@ class TrainConfig(_Strict):
     labels_per_class: int | None = Field(None, gt=0)  # semi-supervised: labelled training examples per class
     # semi-supervised: weight alpha of the mean classification loss (None: 0.1 N / N_labelled)
     classification_weight: float | None = Field(None, ge=0)
+    # the disentangling families (vaekit.disentanglement_objectives, _factor), each option its own
+    # annealed-capacity (Burgess et al. 2018): gamma of gamma |KL - C| (their dSprites runs: 1000)
+    capacity_gamma: float = Field(1000.0, gt=0, json_schema_extra=_of("annealed-capacity"))
+    # annealed-capacity: C rises linearly from 0 to capacity_max nats over capacity_steps steps
+    capacity_max: float = Field(25.0, ge=0, json_schema_extra=_of("annealed-capacity"))
+    capacity_steps: int = Field(100_000, gt=0, json_schema_extra=_of("annealed-capacity"))
+    # beta-tcvae (Chen et al. 2018): the weight of the total correlation term of the KL
+    tc_beta: float = Field(6.0, ge=0, json_schema_extra=_of("beta-tcvae"))
+    # beta-tcvae: log q(z) by minibatch weighted (mws) or minibatch stratified (mss) sampling
+    tc_estimator: str = Field("mws", json_schema_extra=_of("beta-tcvae"))
+    # dip-vae (Kumar et al. 2018): i, the covariance of the posterior means; ii, of q(z)
+    dip_type: str = Field("i", json_schema_extra=_of("dip-vae"))
+    dip_lambda_od: float = Field(10.0, ge=0, json_schema_extra=_of("dip-vae"))  # dip-vae: weight of the off-diagonal entries
+    # dip-vae: weight of the diagonal entries' distance to 1 (None: 10 lambda_od for i, lambda_od for ii)
+    dip_lambda_d: float | None = Field(None, ge=0, json_schema_extra=_of("dip-vae"))
+    # factor-vae (Kim & Mnih 2018): weight gamma of the discriminator's estimate of the TC
+    factor_gamma: float = Field(35.0, ge=0, json_schema_extra=_of("factor-vae"))
+    # factor-vae: Adam learning rate of the discriminator (betas 0.5, 0.9 as in the paper)
+    discriminator_lr: float = Field(1e-4, gt=0, json_schema_extra=_of("factor-vae"))
 
     @field_validator("objective", "gradient_estimator", "precision", "lr_schedule",
-                     "matmul_precision")
+                     "matmul_precision", "tc_estimator", "dip_type")
     @classmethod
     def _known(cls, name: str, info) -> str:
         return _registered("train", info.field_name, name)

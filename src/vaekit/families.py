@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .conditional import ConditionalVAE
+from .disentanglement_factor import FactorVAE
+from .disentanglement_objectives import DIPVAE, AnnealedCapacityVAE, BetaTCVAE
 from .model import VAE
 from .semisupervised import SemiSupervisedVAE
 
@@ -29,6 +31,10 @@ FAMILIES: dict[str, type[VAE]] = {
     "vae": VAE,
     "conditional": ConditionalVAE,
     "semi-supervised": SemiSupervisedVAE,
+    "annealed-capacity": AnnealedCapacityVAE,
+    "beta-tcvae": BetaTCVAE,
+    "dip-vae": DIPVAE,
+    "factor-vae": FactorVAE,
 }
 
 

@@ -34,6 +34,9 @@ class VAE(nn.Module):
     # What the y of a batch is for this family (the data a batch carries beside x): None (no
     # condition), "labels" (class indices [B]) or "covariates" (standardized numbers [B, C])
     condition_kind: str | None = None
+    # its name in vaekit.families.FAMILIES: the train options marked as another family's are
+    # refused (family_option_errors)
+    family = "vae"
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module,
                  data_shape: Sequence[int]) -> None:
@@ -71,8 +74,8 @@ class VAE(nn.Module):
         layer, or several (``latent_dim`` a list, :mod:`vaekit.hierarchy`)."""
         return cls(*build_parts(cfg, data_shape), data_shape)
 
-    @staticmethod
-    def config_errors(model, train, data) -> str | None:
+    @classmethod
+    def config_errors(cls, model, train, data) -> str | None:
         """What is wrong with the config sections ``model``, ``train``, ``data`` for this family
         (a one-line message), or None: the family's rules, which config validation collects."""
         if model.conditional_prior != "none":
@@ -87,7 +90,7 @@ class VAE(nn.Module):
         if train.labels_per_class is not None or train.classification_weight is not None:
             return ("labels_per_class and classification_weight (--labels-per-class, "
                     "--classification-weight) apply to --semi-supervised only")
-        return None
+        return family_option_errors(train, cls.family)
 
     @staticmethod
     def condition_kind_of(cfg: ModelConfig, data) -> str | None:
@@ -117,6 +120,24 @@ class VAE(nn.Module):
         """What this family reports beyond the common evaluation ``result`` of ``x`` (given
         ``y``; :func:`vaekit.evaluation.evaluate_model`): nothing for the plain VAE."""
         return result
+
+    def prepare_training(self, train_x: torch.Tensor, train) -> None:
+        """Called once before training (and before a resume loads its checkpoint) with the
+        training split ``train_x`` and the train config: what the family's loss needs of them
+        (its options, the split's size). Nothing for the plain VAE."""
+
+    def optimized_parameters(self):
+        """The parameters the training loop's optimizer updates: all of them, unless the family
+        trains some with an optimizer of its own (FactorVAE's discriminator)."""
+        return self.parameters()
+
+    def family_state_dict(self) -> dict | None:
+        """The family's own training state beyond its weights, for exact resume (stored in the
+        checkpoint's part "family"): None for the plain VAE."""
+        return None
+
+    def load_family_state_dict(self, state: dict) -> None:
+        """Restores what :meth:`family_state_dict` returned."""
 
     # -- the model -------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> Distribution:
@@ -292,6 +313,19 @@ def build_parts(cfg: ModelConfig, data_shape: Sequence[int], *, condition_dim: i
 
 def num_parameters(model: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in model.parameters())
+
+
+def family_option_errors(train, family: str) -> str | None:
+    """The first option of the train config ``train`` that belongs to a model family other than
+    ``family`` (its field says which: ``json_schema_extra={"family": name}`` in
+    :mod:`vaekit.config_sections`) and is set away from its default, as a one-line message; None
+    when there is none, so that no family ignores an option silently."""
+    for name, field in type(train).model_fields.items():
+        owner = (field.json_schema_extra or {}).get("family")
+        if owner not in (None, family) and getattr(train, name) != field.default:
+            return (f"{name} (--{name.replace('_', '-')}) applies to the model family '{owner}' "
+                    f"only (--family {owner})")
+    return None
 
 
 def model_errors(model) -> str | None:

@@ -21,6 +21,7 @@ from torch.distributions import Categorical
 
 from .batched import batch_seed, seeded
 from .conditional import ConditionalVAE
+from .model import family_option_errors
 from .distributed import all_reduce_sum, rank_and_world_size
 from .errors import ConfigError
 from .likelihoods import needs_levels
@@ -44,6 +45,8 @@ class SemiSupervisedVAE(ConditionalVAE):
     """M2: a :class:`~vaekit.conditional.ConditionalVAE` with the classifier q(y|x) (a network
     of x returning ``Categorical(logits)``, batch ``[B]``): the family ``semi-supervised``."""
 
+    family = "semi-supervised"
+
     def __init__(self, *args, classifier: nn.Module, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.classifier = classifier
@@ -58,8 +61,8 @@ class SemiSupervisedVAE(ConditionalVAE):
         return super().from_config(cfg, data_shape, classifier=classifier_net(cfg, data_shape),
                                    **extra)
 
-    @staticmethod
-    def config_errors(model, train, data) -> str | None:
+    @classmethod
+    def config_errors(cls, model, train, data) -> str | None:
         """M2's rules (collected by config validation)."""
         if data.condition_columns is not None or model.condition_dim is not None:
             return ("--condition-columns conditions on covariates, --semi-supervised classifies "
@@ -75,7 +78,7 @@ class SemiSupervisedVAE(ConditionalVAE):
         if model.conditional_prior != "none" and model.prior != "normal":
             return (f"conditional_prior '{model.conditional_prior}' replaces the prior p(z) by "
                     f"p(z|y); it cannot be combined with prior '{model.prior}'")
-        return None
+        return family_option_errors(train, cls.family)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
                       objective: str = "elbo", beta: float = 1.0, free_bits: float = 0.0,

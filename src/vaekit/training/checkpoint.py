@@ -52,7 +52,10 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Writes the checkpoint atomically: model and optimizer state, the global RNG, the
     counters, the history, the resolved config, the data description (``data``: see
     :class:`vaekit.run.DataInfo`) and further state dicts by name (``parts``: the learning-rate
-    schedule, the weight average, the best weights)."""
+    schedule, the weight average, the best weights; and the part "family", the model family's
+    own training state, :meth:`vaekit.model.VAE.family_state_dict`, where it has one)."""
+    family_state = getattr(model, "family_state_dict", lambda: None)()
+    parts = {**(parts or {}), "family": family_state}
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten_state({
         "model": model.state_dict(),
@@ -92,13 +95,17 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                     stateful: dict | None = None) -> tuple[TrainingState, dict[str, dict]]:
     """Loads weights, optimizer state and the global RNG from ``path`` into the given objects,
     and each saved part into the object of that name in ``stateful`` (``load_state_dict``;
-    None entries skipped); returns the counters and records, and the parts by name."""
+    None entries skipped) and the part "family" into the model
+    (:meth:`vaekit.model.VAE.load_family_state_dict`); returns the counters and records, and
+    the parts by name."""
     tensors, meta = load_tensors(path)
     state = unflatten_state(meta["state"], tensors)
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         parts = state.get("parts", {})
+        if "family" in parts:
+            model.load_family_state_dict(parts["family"])
         for name, target in (stateful or {}).items():
             if target is not None and name in parts:
                 target.load_state_dict(parts[name])

@@ -43,7 +43,8 @@ def fit_to_training_data(model, train_x: torch.Tensor, cfg, condition: Condition
     """The model's statistics of the training examples ``train_x`` (on the model's device):
     the per-dimension standardization (``cfg.standardize``), a table's column scaling and, with
     ``cfg.vamp_init_from_data``, a VampPrior's pseudo-inputs (a conditional model's hold
-    [x, y])."""
+    [x, y]); then what the model family's loss needs of the run
+    (:meth:`vaekit.model.VAE.prepare_training`: the train config's options, the split's size)."""
     if cfg.standardize:
         loc, scale = train_x.mean(0), train_x.std(0)
         # constant columns keep their values: scale 1 instead of a division by zero
@@ -54,6 +55,7 @@ def fit_to_training_data(model, train_x: torch.Tensor, cfg, condition: Condition
     prior = getattr(model.prior, "top", model.prior)  # several layers: the top
     if cfg.vamp_init_from_data and hasattr(prior, "init_from_data"):
         prior.init_from_data(condition.pseudo_input_data(model, train_x))
+    model.prepare_training(train_x, condition.config.train)
 
 
 def data_info(config: RunConfig, dataset: Dataset) -> DataInfo:
