@@ -120,11 +120,15 @@ def latent_diagnostics(model, x: torch.Tensor, y: torch.Tensor | None = None, *,
     model.eval()
     device = model_device(model)
     posteriors, means, kl_dims, kl_layers = [], [], [], []
-    layered = False
+    layered, bound = False, None
     with seeded(seed, device):
         for start in range(0, len(x), batch_size):
-            bound = bound_to(model, rows(y, start, start + batch_size))
-            q_z, p_z = bound.encoder(x[start : start + batch_size].to(device)), bound.prior()
+            given = bound_to(model, rows(y, start, start + batch_size))
+            # p(z) once for a model without y (a VampPrior's costs an encoder pass), per batch
+            # for a conditional one
+            if given is not bound:
+                bound, p_z = given, given.prior()
+            q_z = bound.encoder(x[start : start + batch_size].to(device))
             posteriors.append(q_z)
             means.append(posterior_mean(q_z))
             per_dim = kl_per_dim(q_z, p_z)

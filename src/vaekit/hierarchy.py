@@ -306,7 +306,7 @@ class TakeBottomLayer(nn.Module):
         self.size, self.latent_dim = size, latent_dim
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.latent_dim is None:
+        if self.latent_dim is None or z.shape[-1] == self.latent_dim:  # nothing follows z
             return z[..., : self.size]
         return torch.cat([z[..., : self.size], z[..., self.latent_dim :]], -1)
 
